@@ -1,0 +1,1 @@
+"""Task modules: each maps vectorized data to captions, prices or transcripts."""

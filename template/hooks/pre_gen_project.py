@@ -1,0 +1,54 @@
+"""Reject bad answers before anything is generated, with a message that says what to type instead."""
+
+import keyword
+import re
+import sys
+
+SLUG = "{{ cookiecutter.project_slug }}"
+PACKAGE = "{{ cookiecutter.package_name }}"
+PYTHON = "{{ cookiecutter.python_version }}"
+TRACKING_URI = "{{ cookiecutter.mlflow_tracking_uri }}"
+TASKS = {
+    "image_captioning": "{{ cookiecutter.image_captioning }}",
+    "price_forecasting": "{{ cookiecutter.price_forecasting }}",
+    "speech_transcription": "{{ cookiecutter.speech_transcription }}",
+}
+TRUE = {"true", "yes", "y", "1", "on"}
+FALSE = {"false", "no", "n", "0", "off"}
+
+
+def problems() -> list[str]:
+    found = []
+    if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", SLUG):
+        found.append(
+            f"project_slug {SLUG!r} is not a valid folder name: use lower-case letters, digits and single dashes, "
+            "starting with a letter (e.g. 'my-project')."
+        )
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", PACKAGE) or keyword.iskeyword(PACKAGE):
+        found.append(
+            f"package_name {PACKAGE!r} is not a valid Python package name: use lower-case letters, digits and "
+            "underscores, starting with a letter, and not a Python keyword (e.g. 'my_project')."
+        )
+    for name, value in TASKS.items():
+        if value.strip().lower() not in TRUE | FALSE:
+            found.append(f"{name} is {value!r}: answer yes or no.")
+    if not any(value.strip().lower() in TRUE for value in TASKS.values()):
+        found.append(
+            "no task chosen: answer yes to at least one of image_captioning, price_forecasting, speech_transcription."
+        )
+    version = re.fullmatch(r"3\.(\d+)", PYTHON.strip())
+    if not version or int(version.group(1)) < 11:
+        found.append(f"python_version {PYTHON!r} is not supported: use 3.11 or newer (e.g. '3.11').")
+    if not re.match(r"^(sqlite:///|https?://|file:|postgresql|mysql|databricks)", TRACKING_URI):
+        found.append(
+            f"mlflow_tracking_uri {TRACKING_URI!r} is not a tracking URI: use e.g. 'sqlite:///mlflow.db' "
+            "or 'http://127.0.0.1:5000'."
+        )
+    return found
+
+
+if __name__ == "__main__":
+    errors = problems()
+    if errors:
+        sys.stderr.write("ERROR: cannot generate the project:\n" + "".join(f"  - {e}\n" for e in errors))
+        sys.exit(1)

@@ -1,0 +1,404 @@
+"""MLflow glue that Lightning lacks.
+
+* One run per training: only global rank 0 opens the tracking store (ranks that start together on a fresh
+  SQLite file race to create its tables), and a resumed training continues its run (id kept in checkpoints).
+* Metrics are queued and sent in batches by a background thread, so logging every step costs the training
+  loop almost nothing; a store that goes away loses nothing (unsent metrics are retried, then saved to CSV).
+* The resolved config, the best checkpoint and sample predictions are logged as artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fcntl
+import html
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from . import DEFAULT_TRACKING_URI
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+SQLITE = "sqlite:///"
+
+
+def project_root() -> Path:
+    """The project folder (where pyproject.toml is); the working directory for a non-editable install."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI to use: ``uri``, else $MLFLOW_TRACKING_URI, else the project's default store.
+
+    Relative SQLite paths are made absolute against the project, so every command finds the same store.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        uri = SQLITE + str((project_root() / uri[len(SQLITE) :]).resolve())
+    return uri
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached; raised before any compute is spent."""
+
+
+def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an unreachable server; create a SQLite store's tables once, under a file lock."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+        except requests.RequestException as error:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} is unreachable ({type(error).__name__}). Start it with "
+                "`make mlflow-server`, or unset MLFLOW_TRACKING_URI to log to the project's SQLite store."
+            ) from None
+    elif uri.startswith(SQLITE):
+        from mlflow import MlflowClient
+
+        db = Path(uri[len(SQLITE) :])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{db}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first uses would race on CREATE TABLE
+            MlflowClient(uri).search_experiments(max_results=1)
+
+
+class _MetricSender:
+    """Sends queued metrics in batches from a daemon thread, so the training loop never waits on the store."""
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+    def __init__(self, client: MlflowClient, run_id: str, interval_s: float) -> None:
+        self.client, self.run_id, self.interval_s = client, run_id, interval_s
+        self.pending: list[tuple[str, float, int, int]] = []
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closed = False
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._loop, name="mlflow-metrics", daemon=True)
+        self.thread.start()
+
+    def put(self, rows: list[tuple[str, float, int, int]]) -> None:
+        with self.lock:
+            self.pending.extend(rows)
+
+    def _loop(self) -> None:
+        while not self.closed:
+            self.wake.wait(self.interval_s)
+            self.wake.clear()
+            self._send()
+
+    def _send(self) -> None:
+        from mlflow.entities import Metric
+
+        with self.lock:
+            batch, self.pending = self.pending, []
+        for start in range(0, len(batch), self.BATCH):
+            chunk = batch[start : start + self.BATCH]
+            try:
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in chunk])
+                self.error = None
+            except Exception as error:  # keep what was not sent; retry on the next wake-up
+                self.error = error
+                with self.lock:
+                    self.pending[:0] = batch[start:]
+                return
+
+    def close(self, fallback_csv: Path) -> None:
+        """Send everything; what cannot be sent is written to ``fallback_csv`` rather than lost."""
+        self.closed = True
+        self.wake.set()
+        self.thread.join()
+        for _ in range(3):
+            self._send()
+            if not self.pending:
+                return
+            time.sleep(1.0)
+        fallback_csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(fallback_csv, "a", newline="") as f:
+            csv.writer(f).writerows(self.pending)
+        log.error(
+            "could not send %d metrics to MLflow (%s); they are saved in %s", len(self.pending), self.error, fallback_csv
+        )
+
+
+class MLflowTracker(Logger):
+    """A Lightning logger for MLflow that keeps one run per training and never slows the training loop.
+
+    Args:
+        experiment_name: defaults to the task's name (set by the CLI).
+        run_name: a readable name for the run; MLflow makes one up when empty.
+        tracking_uri: defaults to $MLFLOW_TRACKING_URI, else the project's SQLite store.
+        tags: extra run tags.
+        run_id: continue this run instead of starting one (the CLI sets it when resuming).
+        log_checkpoints: upload the best checkpoint as an artifact when training ends.
+        system_metrics: log CPU/memory/GPU use with MLflow's system metrics monitor.
+        flush_interval_s: how often queued metrics are sent.
+    """
+
+    def __init__(
+        self,
+        experiment_name: str | None = None,
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+        log_checkpoints: bool = True,
+        system_metrics: bool = True,
+        flush_interval_s: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.uri = tracking_uri
+        self.tags = dict(tags or {})
+        self._run_id = run_id
+        self.log_checkpoints = log_checkpoints
+        self.system_metrics = system_metrics
+        self.flush_interval_s = flush_interval_s
+        self._client: MlflowClient | None = None
+        self._sender: _MetricSender | None = None
+        self._monitor: Any = None
+        self._checkpoint_callback: Any = None
+        self._uploaded: dict[str, float] = {}
+        self.default_root_dir = Path("runs")
+
+    @property
+    def tracking_uri(self) -> str:
+        return tracking_uri(self.uri)
+
+    @property
+    def name(self) -> str:
+        return self.experiment_name or "default"
+
+    @property
+    def version(self) -> str | None:
+        return self.run_id
+
+    @property
+    def save_dir(self) -> None:
+        return None  # checkpoints go to <default_root_dir>/<experiment>/<run id>/checkpoints
+
+    @property
+    def run_id(self) -> str | None:
+        _ = self.experiment
+        return self._run_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> MlflowClient:
+        if self._client is None:
+            self._start()
+        return self._client
+
+    def _start(self) -> None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking.context.registry import resolve_tags
+
+        uri = self.tracking_uri
+        prepare_store(uri)
+        client = MlflowClient(uri)
+        if self._run_id is not None:
+            client.update_run(self._run_id, status="RUNNING")
+        else:
+            experiment = client.get_experiment_by_name(self.name)
+            if experiment is None:
+                location = None
+                if uri.startswith(SQLITE):
+                    location = (project_root() / "mlartifacts" / self.name).as_uri()
+                try:
+                    experiment_id = client.create_experiment(self.name, artifact_location=location)
+                except MlflowException:  # another process created it first
+                    experiment_id = client.get_experiment_by_name(self.name).experiment_id
+            else:
+                experiment_id = experiment.experiment_id
+                if experiment.lifecycle_stage == "deleted":
+                    client.restore_experiment(experiment_id)
+            run = client.create_run(experiment_id, tags=resolve_tags(self.tags), run_name=self.run_name)
+            self._run_id = run.info.run_id
+        self._client = client
+        if self.system_metrics:
+            self._start_system_metrics(uri)
+
+    def _start_system_metrics(self, uri: str) -> None:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(self._run_id, sampling_interval=10, tracking_uri=uri)
+            self._monitor.start()
+        except Exception as error:  # missing psutil/pynvml must not stop a training
+            log.warning("system metrics are off: %s", error)
+            self._monitor = None
+
+    def _queue(self) -> _MetricSender:
+        if self._sender is None or self._sender.closed:
+            self._sender = _MetricSender(self.experiment, self.run_id, self.flush_interval_s)
+        return self._sender
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict, _sanitize_params
+        from mlflow.entities import Param
+
+        flat = {k: str(v)[:1000] for k, v in _flatten_dict(_sanitize_params(_convert_params(params))).items()}
+        existing = self.experiment.get_run(self.run_id).data.params  # a resumed run has them already
+        changed = sorted(k for k, v in flat.items() if k in existing and existing[k] != v)
+        if changed:
+            log.warning("not logging changed hyper-parameters of a continued run: %s", ", ".join(changed))
+        new = [Param(k, v) for k, v in flat.items() if k not in existing]
+        for start in range(0, len(new), 100):
+            self.experiment.log_batch(self.run_id, params=new[start : start + 100])
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        timestamp = int(time.time() * 1000)
+        self._queue().put([(k, float(v), timestamp, step or 0) for k, v in metrics.items() if not isinstance(v, str)])
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._checkpoint_callback = checkpoint_callback
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._client is None:
+            return
+        if self._sender is not None:
+            self._sender.close(self.default_root_dir / self.name / self._run_id / "unsent_metrics.csv")
+        if self.log_checkpoints:
+            self._upload_best_checkpoint()
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
+        mlflow_status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
+        self._client.set_terminated(self._run_id, mlflow_status)
+
+    def _upload_best_checkpoint(self) -> None:
+        callback = self._checkpoint_callback
+        path = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+        if not path or not Path(path).exists():
+            return
+        mtime = Path(path).stat().st_mtime
+        if self._uploaded.get(path) == mtime:
+            return
+        self._client.log_artifact(self._run_id, path, "checkpoints")
+        self._client.set_tag(self._run_id, "best_checkpoint", str(Path(path).resolve()))
+        self._uploaded[path] = mtime
+
+
+def find_tracker(trainer: Trainer) -> MLflowTracker | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, MLflowTracker)), None)
+
+
+@rank_zero_only
+def log_artifact(trainer: Trainer, local_path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file to the trainer's MLflow run; without one, keep it under ``<root>/artifacts``."""
+    tracker = find_tracker(trainer)
+    if tracker is not None:
+        tracker.experiment.log_artifact(tracker.run_id, str(local_path), artifact_path)
+        return
+    target = Path(trainer.default_root_dir) / "artifacts" / (artifact_path or "")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / Path(local_path).name).write_bytes(Path(local_path).read_bytes())
+
+
+@rank_zero_only
+def log_table(
+    trainer: Trainer, rows: list[dict[str, Any]], name: str, images: dict[int, str] | None = None
+) -> None:
+    """Log sample predictions as ``<name>.csv`` and ``<name>.html``, readable in the MLflow UI.
+
+    ``images`` maps a row index to the artifact-relative path of an image shown in that row's HTML.
+    """
+    if not rows:
+        return
+    folder, stem = os.path.split(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        columns = list(rows[0])
+        with open(Path(tmp) / f"{stem}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = []
+        for i, row in enumerate(rows):
+            cells = "".join(f"<td>{html.escape(str(row[c]))}</td>" for c in columns)
+            if images and i in images:
+                cells = f'<td><img src="{html.escape(images[i])}" height="64"></td>' + cells
+            body.append(f"<tr>{cells}</tr>")
+        if images:
+            head = "<th>image</th>" + head
+        page = f"<table border=1 cellpadding=4><tr>{head}</tr>{''.join(body)}</table>"
+        (Path(tmp) / f"{stem}.html").write_text(f"<html><body><h3>{html.escape(name)}</h3>{page}</body></html>")
+        for file in (f"{stem}.csv", f"{stem}.html"):
+            log_artifact(trainer, Path(tmp) / file, folder or None)
+
+
+@rank_zero_only
+def log_figure(trainer: Trainer, figure: Any, name: str) -> None:
+    """Log a matplotlib figure as a PNG artifact ``name`` (e.g. ``samples/forecast_epoch003.png``)."""
+    folder, file = os.path.split(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        figure.savefig(Path(tmp) / file, dpi=100, bbox_inches="tight")
+        log_artifact(trainer, Path(tmp) / file, folder or None)
+
+
+class LogConfigToMLflow(SaveConfigCallback):
+    """Logs the resolved config as ``config.yaml`` in the run (Lightning's version needs a local log dir)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        tracker = find_tracker(trainer)
+        if tracker is not None:
+            text = self.parser.dump(self.config, skip_none=False)
+            tracker.experiment.log_text(tracker.run_id, text, "config.yaml")
+
+
+class RunIdInCheckpoint(Callback):
+    """Stores the MLflow run id in each checkpoint, so resuming continues the same run."""
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        tracker = find_tracker(trainer)
+        if tracker is not None and trainer.is_global_zero:
+            checkpoint["mlflow"] = {"run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri}
+
+
+def run_id_in_checkpoint(path: str | Path) -> str | None:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint.get("mlflow", {}).get("run_id")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Tracking store helpers for make targets.")
+    parser.add_argument("command", choices=["uri", "init"], help="uri: print the tracking URI; init: prepare it")
+    args = parser.parse_args()
+    uri = tracking_uri()
+    if args.command == "init":
+        try:
+            prepare_store(uri)
+        except TrackingUnavailable as error:
+            raise SystemExit(f"ERROR: {error}") from None
+    print(uri)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Fixtures that bake projects from this template and run them, reusing one virtual environment.
+
+Tests run with the interpreter of that environment (``make test`` creates it), and generated projects
+get it through their Makefile's ``VENV`` variable instead of installing their own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+PACKAGE = "demo_project"
+ALL_TASKS = {"image_captioning": True, "price_forecasting": True, "speech_transcription": True}
+
+
+def bake(output_dir: Path, template: str | Path = REPO, **context: object) -> Path:
+    """Generate a project without prompts and return its folder."""
+    extra = {"project_name": "Demo Project", **ALL_TASKS, **context}
+    return Path(cookiecutter(str(template), no_input=True, output_dir=str(output_dir), extra_context=extra))
+
+
+def project_env(project: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONPATH=str(project / "src"), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_cli(project: Path, *args: str, timeout: float = 600, check: bool = True, **env: str):
+    """Run ``python -m demo_project ARGS`` in the project, as a user would (a subprocess)."""
+    result = subprocess.run(
+        [sys.executable, "-m", PACKAGE, *args],
+        cwd=project,
+        env=project_env(project, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}")
+    return result
+
+
+def run_make(project: Path, *targets: str, timeout: float = 900, check: bool = True, **env: str):
+    result = subprocess.run(
+        ["make", "-C", str(project), f"VENV={VENV}", *targets],
+        env=project_env(project, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}")
+    return result
+
+
+def mlflow_runs(project: Path, experiment: str) -> list:
+    """All runs of ``experiment`` in the project's SQLite store, newest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r} in {project / 'mlflow.db'}"
+    return client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project baked with every task, shared by the tests that only read or train in it."""
+    return bake(tmp_path_factory.mktemp("baked"))
+
+
+@pytest.fixture(scope="session")
+def package(project: Path):
+    """The baked project's package, importable in this process."""
+    sys.path.insert(0, str(project / "src"))
+    return importlib.import_module(PACKAGE)
