@@ -387,17 +387,41 @@ def run_id_in_checkpoint(path: str | Path) -> str | None:
     return checkpoint.get("mlflow", {}).get("run_id")
 
 
+def print_runs(uri: str, metrics: tuple[str, ...] = ("loss", "mase", "naive_mase", "bleu4", "wer", "cer")) -> None:
+    """One line per run, newest first, with its status and test (else validation) metrics."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    print(f"MLflow runs in {uri}")
+    for experiment in client.search_experiments():
+        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=20)
+        if not runs:
+            continue
+        print(f"experiment {experiment.name!r}:")
+        for run in runs:
+            found = run.data.metrics
+            shown = []
+            for name in metrics:
+                key = f"test/{name}" if f"test/{name}" in found else f"val/{name}"
+                if key in found:
+                    shown.append(f"{key}={found[key]:.4g}")
+            print(f"  {run.info.run_id}  {run.info.status:<8} {run.info.run_name or '':<24} {' '.join(shown)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Tracking store helpers for make targets.")
-    parser.add_argument("command", choices=["uri", "init"], help="uri: print the tracking URI; init: prepare it")
+    parser.add_argument("command", choices=["uri", "init", "runs"], help="print the URI, prepare the store, list runs")
     args = parser.parse_args()
     uri = tracking_uri()
-    if args.command == "init":
-        try:
+    try:
+        if args.command in ("init", "runs"):
             prepare_store(uri)
-        except TrackingUnavailable as error:
-            raise SystemExit(f"ERROR: {error}") from None
-    print(uri)
+    except TrackingUnavailable as error:
+        raise SystemExit(f"ERROR: {error}") from None
+    if args.command == "runs":
+        print_runs(uri)
+    else:
+        print(uri)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+# cookiecutter-lightning-tasks: `make demo` and `make test` set up everything they need on a fresh machine.
+VENV ?= .venv
+BASE_PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON := $(abspath $(VENV))/bin/python
+DEMO_DIR ?= build/demo
+DEMO_ARGS ?= --trainer.max_epochs 2 --trainer.limit_train_batches 30 --trainer.limit_val_batches 5
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-fast lint bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --group test
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv with the generated projects' dependencies and the test tools
+
+demo: venv ## Bake a project with every task, train each briefly on its sample data, list the MLflow runs
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(VENV)/bin/cookiecutter --no-input --output-dir $(DEMO_DIR) . project_name="Demo Project"
+	$(PYTHON) -m pip install --quiet --no-deps -e $(DEMO_DIR)/demo-project
+	for task in $$(make -s -C $(DEMO_DIR)/demo-project print-tasks); do \
+		$(MAKE) -C $(DEMO_DIR)/demo-project VENV=$(abspath $(VENV)) train TASK=$$task ARGS="$(DEMO_ARGS)" || exit 1; \
+	done
+	$(MAKE) -C $(DEMO_DIR)/demo-project VENV=$(abspath $(VENV)) runs
+	@echo "Browse them: make -C $(DEMO_DIR)/demo-project VENV=$(abspath $(VENV)) mlflow-ui"
+
+test: venv ## Run the whole test suite (bakes projects, trains briefly, checks MLflow)
+	$(PYTHON) -m pytest $(PYTEST_ARGS) tests; status=$$?; \
+		if [ $$status -eq 5 ]; then echo "ERROR: pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+test-fast: venv ## Run the tests not marked slow
+	$(MAKE) test PYTEST_ARGS="-m 'not slow' $(PYTEST_ARGS)"
+
+lint: venv ## ruff on the template's code and on a freshly baked project
+	$(VENV)/bin/ruff check tasks datamodules tests bench
+	$(VENV)/bin/ruff format --check tasks datamodules tests bench
+	rm -rf build/lint && $(VENV)/bin/cookiecutter --no-input --output-dir build/lint . project_name="Lint Project"
+	$(VENV)/bin/ruff check --config build/lint/lint-project/pyproject.toml build/lint/lint-project
+	$(VENV)/bin/ruff format --check --config build/lint/lint-project/pyproject.toml build/lint/lint-project
+
+bench: venv ## Run the benchmarks (ratios against baselines measured in the same run)
+	for script in bench/*.py; do $(PYTHON) $$script || exit 1; done
+
+clean: ## Remove build output and caches (keeps .venv)
+	rm -rf build .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

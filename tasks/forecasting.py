@@ -1,0 +1,243 @@
+"""Price forecasting: a recurrent or Transformer network maps past prices to the next ``horizon`` prices.
+
+The network sees log prices relative to the last observed price, divided by the spread of daily log returns
+measured on the training period; it predicts quantiles of the same quantity, turned back into prices for
+metrics and predictions. Every metric is computed beside the naive (last value) and seasonal-naive forecasts
+on the same windows, so a user sees at once whether the model is worth anything.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanMetric, MetricCollection
+from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
+
+from ..tracking import log_figure, log_table
+
+
+class RecurrentBackbone(nn.Module):
+    """LSTM or GRU over the lookback window; the last hidden state summarizes it."""
+
+    def __init__(self, kind: str, num_features: int, hidden_size: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
+        rnn = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = rnn(num_features, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rnn(x)[0][:, -1]
+
+
+class TransformerBackbone(nn.Module):
+    """A Transformer encoder over the lookback window, with learned positions; the last position summarizes it."""
+
+    def __init__(self, num_features: int, hidden_size: int, num_layers: int, dropout: float, lookback: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(num_features, hidden_size)
+        self.position = nn.Parameter(torch.zeros(1, lookback, hidden_size))
+        layer = nn.TransformerEncoderLayer(hidden_size, 4, 4 * hidden_size, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x) + self.position[:, -x.shape[1] :]
+        return self.encoder(h)[:, -1]
+
+
+class PriceForecaster(LightningModule):
+    """Forecasts the next ``horizon`` prices with prediction intervals from the quantile loss.
+
+    Args:
+        backbone: ``lstm``, ``gru`` or ``transformer``.
+        loss: ``quantile`` (pinball loss over ``quantiles``; intervals in predictions), ``mae`` or ``mse``.
+        season_length: period of the seasonal-naive baseline and the MASE scale (5 = a business week).
+        horizon, lookback, num_features, target_scale: taken from the data at fit time and kept in checkpoints.
+    """
+
+    task_name: ClassVar[str] = "forecasting"
+
+    def __init__(
+        self,
+        backbone: Literal["lstm", "gru", "transformer"] = "lstm",
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+        loss: Literal["quantile", "mae", "mse"] = "quantile",
+        quantiles: list[float] | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-5,
+        season_length: int = 5,
+        horizon: int | None = None,
+        lookback: int | None = None,
+        num_features: int | None = None,
+        target_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.quantiles = sorted(quantiles or [0.1, 0.5, 0.9]) if loss == "quantile" else [0.5]
+        if 0.5 not in self.quantiles:
+            raise ValueError(f"quantiles {self.quantiles} must include 0.5 (the point forecast)")
+        metrics = MetricCollection(
+            {
+                "mae": MeanAbsoluteError(),
+                "mape": MeanAbsolutePercentageError(),
+                "smape": SymmetricMeanAbsolutePercentageError(),
+                "mase": MeanMetric(),
+                "naive_mase": MeanMetric(),
+                "snaive_mase": MeanMetric(),
+            }
+        )
+        self.metrics = nn.ModuleDict({"val_": metrics.clone(), "test_": metrics.clone()})
+        self.net: nn.Module | None = None
+        if horizon is not None:
+            self._build()
+
+    def _build(self) -> None:
+        hp = self.hparams
+        if hp.backbone == "transformer":
+            body = TransformerBackbone(hp.num_features, hp.hidden_size, hp.num_layers, hp.dropout, hp.lookback)
+        else:
+            body = RecurrentBackbone(hp.backbone, hp.num_features, hp.hidden_size, hp.num_layers, hp.dropout)
+        self.net = nn.Sequential(body, nn.Linear(hp.hidden_size, hp.horizon * len(self.quantiles)))
+
+    def setup(self, stage: str) -> None:
+        if self.net is None:
+            data = self.trainer.datamodule
+            self.hparams.update(
+                horizon=data.hparams.horizon,
+                lookback=data.hparams.lookback,
+                num_features=data.num_features,
+                target_scale=data.target_scale,
+            )
+            self._hparams_initial = copy.deepcopy(self._hparams)  # what Lightning logs and compares with the data's
+            self._build()
+
+    def forward(self, past: Tensor) -> Tensor:
+        """Quantiles of log(price / last price), shape (batch, horizon, quantiles)."""
+        scale = self.hparams.target_scale
+        past = torch.cat([past[..., :1] / scale, past[..., 1:]], dim=-1)
+        out = self.net(past).view(past.shape[0], self.hparams.horizon, len(self.quantiles))
+        return out * scale
+
+    def to_prices(self, relative: Tensor, last_price: Tensor) -> Tensor:
+        return last_price.view(-1, *([1] * (relative.dim() - 1))) * torch.exp(relative)
+
+    def _loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        scale = self.hparams.target_scale
+        error = (target.unsqueeze(-1) - pred) / scale
+        if self.hparams.loss == "quantile":
+            q = torch.tensor(self.quantiles, device=pred.device, dtype=pred.dtype)
+            return torch.maximum(q * error, (q - 1) * error).mean()
+        return error.abs().mean() if self.hparams.loss == "mae" else error.pow(2).mean()
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+        pred = self(batch["past"])
+        loss = self._loss(pred, batch["target"])
+        batch_size = pred.shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
+        if stage != "train":
+            self._update_metrics(stage, pred, batch)
+        return loss, pred
+
+    def _update_metrics(self, stage: str, pred: Tensor, batch: dict[str, Tensor]) -> None:
+        point = self.to_prices(pred[..., self.quantiles.index(0.5)], batch["last_price"])
+        actual, past = batch["target_price"], batch["past_price"]
+        m = self.hparams.season_length
+        scale = (past[:, m:] - past[:, :-m]).abs().mean(dim=1).clamp_min(1e-8)  # in-sample seasonal-naive error
+        naive = past[:, -1:].expand_as(actual)
+        steps = torch.arange(actual.shape[1], device=actual.device)
+        snaive = past[:, past.shape[1] - m + steps % m]
+        metrics = self.metrics[f"{stage}_"]
+        for name in ("mae", "mape", "smape"):
+            metrics[name].update(point, actual)
+        for name, forecast in (("mase", point), ("naive_mase", naive), ("snaive_mase", snaive)):
+            metrics[name].update((forecast - actual).abs().mean(dim=1) / scale)
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=actual.shape[0], sync_dist=True
+        )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        _, pred = self._shared_step(batch, "val")
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_samples(pred, batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict[str, Any]]:
+        prices = self.to_prices(self(batch["past"]), batch["last_price"]).float().cpu()
+        info = self.trainer.datamodule.predict_info
+        rows = []
+        for i, index in enumerate(batch["index"].tolist()):
+            for step, date in enumerate(info[index]["dates"]):
+                row = {"series": info[index]["series"], "date": date, "step": step + 1}
+                row["price"] = round(float(prices[i, step, self.quantiles.index(0.5)]), 6)
+                for j, q in enumerate(self.quantiles):
+                    if q != 0.5:
+                        row[f"price_q{round(q * 100):02d}"] = round(float(prices[i, step, j]), 6)
+                rows.append(row)
+        return rows
+
+    def save_prediction_extras(self, rows: list[dict[str, Any]], output_dir: Path) -> None:
+        """A plot per series: recent history, the forecast and its interval."""
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        history = {i["series"]: i["history"] for i in self.trainer.datamodule.predict_info}
+        figure = _plot(
+            [
+                (name, history[name][0], history[name][1], pd.to_datetime(g["date"]), g)
+                for name, g in frame.groupby("series", sort=False)
+            ],
+            self.quantiles,
+        )
+        figure.savefig(output_dir / f"{self.task_name}.png", dpi=100, bbox_inches="tight")
+
+    def _log_samples(self, pred: Tensor, batch: dict[str, Tensor]) -> None:
+        if not self.trainer.is_global_zero or not self.trainer.loggers:
+            return
+        prices = self.to_prices(pred, batch["last_price"]).float().cpu()
+        n, lookback = min(4, prices.shape[0]), batch["past_price"].shape[1]
+        columns = {f"q{round(q * 100):02d}": prices[:n, :, j] for j, q in enumerate(self.quantiles)}
+        panels, rows = [], []
+        for i in range(n):
+            actual = batch["target_price"][i].cpu()
+            frame = {"price" if k == "q50" else f"price_{k}": v[i] for k, v in columns.items()}
+            panels.append((f"window {i}", range(lookback), batch["past_price"][i].cpu(), range(lookback, lookback + len(actual)), frame, actual))
+            rows += [{"window": i, "step": s + 1, "actual": round(float(actual[s]), 4), **{k: round(float(v[s]), 4) for k, v in frame.items()}} for s in range(len(actual))]
+        epoch = self.current_epoch
+        log_table(self.trainer, rows, f"samples/forecast_epoch{epoch:03d}")
+        log_figure(self.trainer, _plot(panels, self.quantiles), f"samples/forecast_epoch{epoch:03d}.png")
+
+
+def _plot(panels: list[tuple], quantiles: list[float]):
+    """Past prices, forecast and interval per panel; ``actual`` (6th item) is drawn when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)), squeeze=False)
+    for ax, (title, past_x, past_y, future_x, forecast, *actual) in zip(axes[:, 0], panels, strict=True):
+        ax.plot(list(past_x), list(past_y), color="black", lw=1, label="history")
+        ax.plot(list(future_x), list(forecast["price"]), color="tab:blue", lw=1.5, label="forecast")
+        low, high = f"price_q{round(quantiles[0] * 100):02d}", f"price_q{round(quantiles[-1] * 100):02d}"
+        if low in forecast and high in forecast:
+            ax.fill_between(list(future_x), list(forecast[low]), list(forecast[high]), alpha=0.25, label="interval")
+        if actual:
+            ax.plot(list(future_x), list(actual[0]), color="tab:orange", lw=1, label="actual")
+        ax.set_title(str(title), fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -1,0 +1,182 @@
+"""Speech transcription: log-mel features -> characters with a CTC acoustic model, scored by WER and CER."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from ..datamodules.audio import FeaturePipeline
+from ..tracking import log_table
+
+
+class ConvSubsampling(nn.Module):
+    """Two stride-2 convolutions: 4x fewer frames, so the encoder is cheaper and CTC alignments shorter."""
+
+    def __init__(self, n_mels: int, channels: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.proj = nn.Linear(channels * ((n_mels + 3) // 4), out_dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(x.unsqueeze(1))  # (B, C, T/4, F/4)
+        x = self.proj(x.permute(0, 2, 1, 3).flatten(2))
+        return x, ((lengths - 1) // 2 + 1 - 1) // 2 + 1  # ceil(ceil(T/2)/2), as the DataModule assumes
+
+
+class RNNEncoder(nn.Module):
+    def __init__(self, kind: str, dim: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        rnn = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = rnn(dim, hidden, layers, batch_first=True, bidirectional=True, dropout=dropout if layers > 1 else 0)
+        self.out_dim = 2 * hidden
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+
+class ConformerEncoder(nn.Module):
+    def __init__(self, dim: int, heads: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        from torchaudio.models import Conformer
+
+        self.conformer = Conformer(dim, heads, 4 * dim, layers, depthwise_conv_kernel_size=15, dropout=dropout)
+        self.out_dim = dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.conformer(x, lengths)[0]
+
+
+class SpeechTranscriber(LightningModule):
+    """A CTC speech recognizer: conv subsampling + BiLSTM/GRU (or Conformer) -> characters, greedy decoding.
+
+    Args:
+        encoder: ``lstm`` (default, fast on CPU), ``gru`` or ``conformer`` (torchaudio).
+        hidden_size: RNN hidden size per direction, or the Conformer width.
+        vocab, features: filled from the DataModule in ``setup("fit")`` and kept in the checkpoint.
+        samples_to_log: reference/hypothesis pairs logged to MLflow each validation epoch.
+    """
+
+    task_name: ClassVar[str] = "transcription"
+
+    def __init__(
+        self,
+        encoder: Literal["lstm", "gru", "conformer"] = "lstm",
+        hidden_size: int = 192,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        conv_channels: int = 32,
+        dropout: float = 0.1,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-2,
+        samples_to_log: int = 8,
+        vocab: list[str] | None = None,
+        features: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+        self.metrics = nn.ModuleDict(
+            {s: MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate()}, prefix=f"{s}/") for s in ("val", "test")}
+        )
+        self.samples: list[dict[str, str]] = []
+        if vocab is not None and features is not None:
+            self._build()
+
+    def _build(self) -> None:
+        """Layers that depend on the data: the feature pipeline and the output size (the vocabulary)."""
+        hp = self.hparams
+        self.features = FeaturePipeline(**hp.features)
+        dim = hp.hidden_size
+        self.subsample = ConvSubsampling(hp.features["n_mels"], hp.conv_channels, dim)
+        if hp.encoder == "conformer":
+            self.encoder = ConformerEncoder(dim, hp.num_heads, hp.num_layers, hp.dropout)
+        else:
+            self.encoder = RNNEncoder(hp.encoder, dim, dim, hp.num_layers, hp.dropout)
+        self.head = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(self.encoder.out_dim, len(hp.vocab)))
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if getattr(self, "head", None) is None:
+            if dm is None or getattr(dm, "vocab", None) is None:
+                raise ValueError("SpeechTranscriber needs a SpeechDataModule (or a checkpoint) for its vocabulary")
+            self.hparams.vocab = list(dm.vocab)
+            self.hparams.features = dm.feature_settings
+            self._build()
+        elif dm is not None and hasattr(dm, "use_settings"):
+            dm.use_settings(self.hparams.vocab, self.hparams.features)  # encode and featurize as in training
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch -> (B, T', vocab) log-probabilities and their lengths."""
+        if "features" in batch:
+            feats, lengths = batch["features"], batch["feature_lengths"]
+        else:  # raw audio: featurize on this device
+            feats, lengths = self.features(batch["audio"], batch["audio_lengths"], augment=self.training)
+        x, lengths = self.subsample(feats, lengths)
+        return self.head(self.encoder(x, lengths)).log_softmax(-1), lengths
+
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """Greedy CTC: best class per frame, repeats collapsed, blanks removed."""
+        vocab = self.hparams.vocab
+        texts = []
+        for best, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), strict=True):
+            chars = [vocab[c] for i, c in enumerate(best[:n]) if c != 0 and (i == 0 or c != best[i - 1])]
+            texts.append(" ".join("".join(chars).split()))
+        return texts
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        log_probs, lengths = self(batch)
+        loss = self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"])
+        size = len(batch["text"])
+        self.log(f"{stage}/loss", loss, batch_size=size, sync_dist=stage != "train", prog_bar=True,
+                 on_step=stage == "train", on_epoch=True)  # fmt: skip
+        if stage != "train":
+            hyps = self.decode(log_probs, lengths)
+            metrics = self.metrics[stage]
+            metrics.update(hyps, batch["text"])
+            self.log_dict(metrics, batch_size=size, prog_bar=True)
+            room = self.hparams.samples_to_log - len(self.samples)
+            self.samples += [
+                {"file": f, "reference": r, "hypothesis": h}
+                for f, r, h in list(zip(batch["file"], batch["text"], hyps, strict=True))[: max(room, 0)]
+            ]
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            log_table(self.trainer, self.samples, f"transcripts/val_epoch{self.current_epoch:03d}")
+        self.samples = []
+
+    def on_test_epoch_end(self) -> None:
+        log_table(self.trainer, self.samples, "transcripts/test")
+        self.samples = []
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        hyps = self.decode(*self(batch))
+        return [{"file": f, "transcript": h} for f, h in zip(batch["file"], hyps, strict=True)]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = self.trainer.estimated_stepping_batches
+        if not isinstance(total, int) or total <= 0 or total > 10_000_000:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.hparams.lr, total_steps=total, pct_start=0.15)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
