@@ -13,8 +13,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
@@ -57,7 +57,7 @@ class TaskCLI(LightningCLI):
             trainer_defaults={
                 "logger": {"class_path": f"{__package__}.tracking.MLflowTracker"},
                 "default_root_dir": RUNS_DIR,
-                "callbacks": [RichProgressBar(leave=True), RunIdInCheckpoint()],
+                "callbacks": [RunIdInCheckpoint()],
             },
             args=args,
             run=run,
@@ -93,6 +93,12 @@ class TaskCLI(LightningCLI):
     def _task_name(class_path: str) -> str:
         module, _, name = class_path.rpartition(".")
         return getattr(importlib.import_module(module), name).task_name
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        configured = config.get("callbacks") or []
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks = [*callbacks, RichProgressBar(leave=True)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

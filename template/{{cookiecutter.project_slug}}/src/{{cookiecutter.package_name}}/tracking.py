@@ -258,7 +258,8 @@ class MLflowTracker(Logger):
         from lightning.fabric.utilities.logger import _convert_params, _flatten_dict, _sanitize_params
         from mlflow.entities import Param
 
-        flat = {k: str(v)[:1000] for k, v in _flatten_dict(_sanitize_params(_convert_params(params))).items()}
+        flat = _flatten_dict(_sanitize_params(_convert_params(params)))
+        flat = {k: str(v)[:1000] for k, v in flat.items() if not k.startswith("_")}  # not Lightning's internals
         existing = self.experiment.get_run(self.run_id).data.params  # a resumed run has them already
         changed = sorted(k for k, v in flat.items() if k in existing and existing[k] != v)
         if changed:
