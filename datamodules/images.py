@@ -70,8 +70,15 @@ def check_image(path: Path) -> str | None:
 class CaptionDataset(Dataset):
     """One item per image: the image, one caption for teacher forcing, and all captions as BLEU references."""
 
-    def __init__(self, items: list[tuple[Path, list[str]]], vocab: list[str], size: int, transform: Any,
-                 max_tokens: int, random_caption: bool) -> None:
+    def __init__(
+        self,
+        items: list[tuple[Path, list[str]]],
+        vocab: list[str],
+        size: int,
+        transform: Any,
+        max_tokens: int,
+        random_caption: bool,
+    ) -> None:
         self.items, self.size, self.transform = items, size, transform
         self.index = {w: i for i, w in enumerate(vocab)}
         self.max_tokens, self.random_caption = max_tokens, random_caption
@@ -148,12 +155,14 @@ class ImageCaptionDataModule(LightningDataModule):
         self.eval_transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), normalize])
         self.train_transform = self.eval_transform
         if augment:
-            self.train_transform = v2.Compose([
-                v2.RandomAffine(degrees=0, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.ColorJitter(brightness=0.2, contrast=0.2),
-                normalize,
-            ])
+            self.train_transform = v2.Compose(
+                [
+                    v2.RandomAffine(degrees=0, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+                    v2.ToDtype(torch.float32, scale=True),
+                    v2.ColorJitter(brightness=0.2, contrast=0.2),
+                    normalize,
+                ]
+            )
 
     # ---- parsing -------------------------------------------------------------------------------------
     def _format(self, path: Path) -> str:
@@ -163,8 +172,10 @@ class ImageCaptionDataModule(LightningDataModule):
             return "jsonl"
         if path.suffix.lower() in (".json", ".csv"):
             return path.suffix.lower()[1:].replace("json", "coco")
-        raise DataError(f"cannot tell the format of {str(path)!r}: use a .json (COCO), .csv or metadata.jsonl, "
-                        "or set data.format to coco, csv or jsonl")
+        raise DataError(
+            f"cannot tell the format of {str(path)!r}: use a .json (COCO), .csv or metadata.jsonl, "
+            "or set data.format to coco, csv or jsonl"
+        )
 
     def _root(self, path: Path, fmt: str) -> Path:
         if self.hparams.image_root:
@@ -180,8 +191,10 @@ class ImageCaptionDataModule(LightningDataModule):
                 names = {im["id"]: im["file_name"] for im in data["images"]}
                 annotations = data["annotations"]
             except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise DataError(f"{path} is not a COCO captions file ({type(error).__name__}: {error}); it needs "
-                                "'images' [{id, file_name}] and 'annotations' [{image_id, caption}]") from None
+                raise DataError(
+                    f"{path} is not a COCO captions file ({type(error).__name__}: {error}); it needs "
+                    "'images' [{id, file_name}] and 'annotations' [{image_id, caption}]"
+                ) from None
             out = []
             for i, ann in enumerate(annotations):
                 where = f"{path.name} annotations[{i}]"
@@ -195,7 +208,8 @@ class ImageCaptionDataModule(LightningDataModule):
                 reader = csv.DictReader(f)
                 if not {"image", "caption"} <= set(reader.fieldnames or []):
                     raise DataError(f"{path} needs the columns 'image,caption'; it has {reader.fieldnames}")
-                return [(r["image"] or "", r["caption"] or "", f"{path.name} row {i + 2}") for i, r in enumerate(reader)]
+                rows = enumerate(reader, start=2)  # row 1 is the header
+                return [(r["image"] or "", r["caption"] or "", f"{path.name} row {i}") for i, r in rows]
         meta = path / "metadata.jsonl" if path.is_dir() else path
         existing_path(meta, "metadata file", "A jsonl folder needs metadata.jsonl with file_name and text.")
         out = []
@@ -242,14 +256,20 @@ class ImageCaptionDataModule(LightningDataModule):
         if self.splits:
             return
         items = self._read()
-        fractions = [1 - self.hparams.val_fraction - self.hparams.test_fraction,
-                     self.hparams.val_fraction, self.hparams.test_fraction]
+        fractions = [
+            1 - self.hparams.val_fraction - self.hparams.test_fraction,
+            self.hparams.val_fraction,
+            self.hparams.test_fraction,
+        ]
         parts = split_by_group([str(p) for p, _ in items], fractions, seed=self.hparams.seed)
-        self.splits = {name: [items[i] for i in part] for name, part in zip(("train", "val", "test"), parts)}
+        named = zip(("train", "val", "test"), parts, strict=True)
+        self.splits = {name: [items[i] for i in part] for name, part in named}
         for name in ("train", "val"):
             if not self.splits[name]:
-                raise DataError(f"{self.hparams.path}: the {name} split is empty ({len(items)} images); "
-                                "add images or change val_fraction/test_fraction")
+                raise DataError(
+                    f"{self.hparams.path}: the {name} split is empty ({len(items)} images); "
+                    "add images or change val_fraction/test_fraction"
+                )
         if self.vocab is None:
             self.vocab = build_vocab([c for _, caps in self.splits["train"] for c in caps], self.hparams.min_freq)
 
@@ -280,15 +300,27 @@ class ImageCaptionDataModule(LightningDataModule):
             self.setup("fit")
         if not self.splits[split]:
             raise DataError(f"{self.hparams.path}: the {split} split is empty; set data.{split}_fraction > 0")
-        dataset = CaptionDataset(self.splits[split], self.vocab, self.hparams.image_size,
-                                 self.train_transform if train else self.eval_transform,
-                                 self.hparams.max_caption_length, random_caption=train)
+        dataset = CaptionDataset(
+            self.splits[split],
+            self.vocab,
+            self.hparams.image_size,
+            self.train_transform if train else self.eval_transform,
+            self.hparams.max_caption_length,
+            random_caption=train,
+        )
         return self._wrap(dataset, shuffle=train)
 
     def _wrap(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
-                          collate_fn=collate, persistent_workers=workers > 0, drop_last=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate,
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

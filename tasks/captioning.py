@@ -30,9 +30,14 @@ class SmallCNN(nn.Sequential):
         layers: list[nn.Module] = []
         channels = 3
         for width in widths:
-            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True), nn.Conv2d(width, width, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             channels = width
         super().__init__(*layers)
 
@@ -57,14 +62,15 @@ def build_encoder(name: str, pretrained: bool, weights_path: str | None) -> tupl
         net = model.features if hasattr(model, "features") else nn.Sequential(*list(model.children())[:-2])
     with torch.no_grad():
         channels = net.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
-    return net, channels
+    return net.train(), channels
 
 
 class CaptionDecoder(nn.Module):
     """Predicts the next word from the words so far while attending over the image's feature map."""
 
-    def __init__(self, vocab_size: int, d_model: int, num_layers: int, num_heads: int, dropout: float,
-                 max_length: int) -> None:
+    def __init__(
+        self, vocab_size: int, d_model: int, num_layers: int, num_heads: int, dropout: float, max_length: int
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
         self.position = nn.Embedding(max_length + 2, d_model)
@@ -140,8 +146,10 @@ class ImageCaptioner(LightningModule):
         if self.hparams.vocab is None:
             vocab = getattr(datamodule, "vocab", None)
             if stage != "fit" or vocab is None:
-                raise DataError("the model has no vocabulary: train it first, or pass a trained checkpoint "
-                                "(--ckpt_path best|last|path/to/file.ckpt)")
+                raise DataError(
+                    "the model has no vocabulary: train it first, or pass a trained checkpoint "
+                    "(--ckpt_path best|last|path/to/file.ckpt)"
+                )
             self.hparams.vocab = list(vocab)
             self._build_decoder(self.hparams.vocab)
         elif hasattr(datamodule, "use_vocab") and datamodule.vocab != self.hparams.vocab:
@@ -206,10 +214,22 @@ class ImageCaptioner(LightningModule):
         tokens, size = batch["tokens"], batch["tokens"].shape[0]
         memory = self.encode(batch["image"])
         logits = self.decoder(memory, tokens[:, :-1])
-        loss = F.cross_entropy(logits.transpose(1, 2).float(), tokens[:, 1:], ignore_index=PAD,
-                               label_smoothing=self.hparams.label_smoothing)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size,
-                 sync_dist=stage != "train")
+        loss = F.cross_entropy(
+            logits.transpose(1, 2).float(),
+            tokens[:, 1:],
+            ignore_index=PAD,
+            label_smoothing=self.hparams.label_smoothing,
+        )
+        train = stage == "train"  # per step in training (a loss curve), per epoch in validation and test
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=train,
+            on_epoch=not train,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=not train,
+        )
         if stage != "train":
             captions = self.generate(memory)
             metrics = self.val_metrics if stage == "val" else self.test_metrics
@@ -217,8 +237,12 @@ class ImageCaptioner(LightningModule):
             self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=size)
             if stage == "val" and self._samples is None:
                 n = self.hparams.num_samples
-                self._samples = {"image": batch["image"][:n].float().cpu(), "file": batch["file"][:n],
-                                 "references": batch["captions"][:n], "generated": captions[:n]}
+                self._samples = {
+                    "image": batch["image"][:n].float().cpu(),
+                    "file": batch["file"][:n],
+                    "references": batch["captions"][:n],
+                    "generated": captions[:n],
+                }
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -232,7 +256,7 @@ class ImageCaptioner(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         captions = self.generate(self.encode(batch["image"]))
-        return [{"file": file, "caption": caption} for file, caption in zip(batch["file"], captions)]
+        return [{"file": file, "caption": caption} for file, caption in zip(batch["file"], captions, strict=True)]
 
     def on_validation_epoch_end(self) -> None:
         samples, self._samples = self._samples, None
@@ -249,8 +273,9 @@ class ImageCaptioner(LightningModule):
         pixels = ((samples["image"] * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
         rows, images = [], {}
         with tempfile.TemporaryDirectory() as tmp:
-            for i, (file, refs, generated) in enumerate(zip(samples["file"], samples["references"],
-                                                            samples["generated"])):
+            for i, (file, refs, generated) in enumerate(
+                zip(samples["file"], samples["references"], samples["generated"], strict=True)
+            ):
                 thumb = Path(tmp) / f"{i}.png"
                 Image.fromarray(pixels[i]).save(thumb)
                 log_artifact(self.trainer, thumb, folder)

@@ -1,0 +1,172 @@
+"""Image captioning benchmark: python bench/captioning.py [MINUTES]
+
+Prints one line per figure: BLEU-4 on the held-out sample split after MINUTES of training (against the
+most-common-caption baseline), images/s of the DataModule against a plain decode-and-transform loop, and
+s/epoch of the Lightning loop against a plain PyTorch loop on the same model and batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from cookiecutter.main import cookiecutter
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {"image_captioning": True, "price_forecasting": False, "speech_transcription": False}
+
+
+def bake(out: Path) -> Path:
+    project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(out), extra_context=TASKS))
+    sys.path.insert(0, str(project / "src"))
+    return project
+
+
+def config(project: Path) -> tuple[dict, dict]:
+    text = (project / "configs" / "captioning.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    return cfg["model"]["init_args"], cfg["data"]["init_args"]
+
+
+def throughput(images, data_args: dict, path: Path) -> tuple[float, float]:
+    """Images/s through the training DataLoader, and through a plain loop doing the same decode and transform."""
+    dm = images.ImageCaptionDataModule(**{**data_args, "path": str(path)})
+    dm.setup("fit")
+    files = [p for p, _ in dm.splits["train"]]
+    start = time.perf_counter()
+    seen = sum(len(b["file"]) for b in dm.train_dataloader())
+    dm_rate = seen / (time.perf_counter() - start)
+    size, batch = data_args["image_size"], data_args["batch_size"]
+    start = time.perf_counter()
+    for first in range(0, len(files), batch):
+        torch.stack([dm.train_transform(images.read_image(f, size)) for f in files[first : first + batch]])
+    return dm_rate, len(files) / (time.perf_counter() - start)
+
+
+def epoch_times(package: str, images, model_args: dict, data_args: dict, path: Path) -> tuple[float, float]:
+    """Seconds of the second training epoch: Lightning's loop, then a plain PyTorch loop (same model, same loader)."""
+    import lightning as L
+
+    tasks = importlib.import_module(f"{package}.tasks.captioning")
+    dm = images.ImageCaptionDataModule(**{**data_args, "path": str(path)})
+    dm.setup("fit")
+
+    class EpochTimer(L.Callback):
+        times: list[float] = []
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            self.times.append(time.perf_counter() - self.start)
+
+    L.seed_everything(0)
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        accelerator="cpu",
+    )
+    trainer.fit(tasks.ImageCaptioner(**model_args, vocab=dm.vocab), datamodule=dm)
+
+    L.seed_everything(0)
+    model = tasks.ImageCaptioner(**model_args, vocab=dm.vocab)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=model_args.get("lr", 1e-3))
+    loader, plain = dm.train_dataloader(), []
+    model.train()
+    for _ in range(2):
+        start = time.perf_counter()
+        for batch in loader:
+            tokens = batch["tokens"]
+            logits = model.decoder(model.encode(batch["image"]), tokens[:, :-1])
+            loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], ignore_index=0)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        plain.append(time.perf_counter() - start)
+    return timer.times[-1], plain[-1]
+
+
+def bleu_after(
+    package: str, images, model_args: dict, data_args: dict, path: Path, minutes: float, epoch_s: float
+) -> tuple[float, float, int]:
+    """Test BLEU-4 of the best-validated model after about ``minutes`` of training, and of the baseline."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torchmetrics.text import BLEUScore
+
+    tasks = importlib.import_module(f"{package}.tasks.captioning")
+    dm = images.ImageCaptionDataModule(**{**data_args, "path": str(path)})
+    dm.setup("fit")
+    # as many epochs as fit the budget, so the learning-rate schedule completes (validation costs ~15 %)
+    epochs = max(1, math.floor(minutes * 60 / (epoch_s * 1.15)))
+    L.seed_everything(42)
+    best = ModelCheckpoint(monitor="val/bleu4", mode="max", dirpath=tempfile.mkdtemp())
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        max_time={"minutes": minutes},
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[best],
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(tasks.ImageCaptioner(**model_args), datamodule=dm)
+    score = trainer.test(ckpt_path="best", datamodule=dm, verbose=False)[0]["test/bleu4"]
+    common = Counter(" ".join(images.words(c)) for _, caps in dm.splits["train"] for c in caps).most_common(1)[0][0]
+    refs = [[" ".join(images.words(c)) for c in caps] for _, caps in dm.splits["test"]]
+    return score, float(BLEUScore(n_gram=4)([common] * len(refs), refs)), trainer.current_epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("minutes", type=float, nargs="?", default=4.0, help="training budget for the BLEU figure")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with tempfile.TemporaryDirectory() as tmp:
+        project = bake(Path(tmp))
+        package = (
+            "demo_project"
+            if (project / "src" / "demo_project").exists()
+            else next(p.name for p in (project / "src").iterdir() if (p / "tasks").is_dir())
+        )
+        images = importlib.import_module(f"{package}.datamodules.images")
+        sample = importlib.import_module(f"{package}.datamodules.sample_images")
+        start = time.perf_counter()
+        path = sample.write_sample(Path(tmp) / "sample")
+        print(f"sample data: 1000 images written in {time.perf_counter() - start:.1f} s")
+        model_args, data_args = config(project)
+        dm_rate, plain_rate = throughput(images, data_args, path)
+        print(
+            f"data: DataModule {dm_rate:.0f} images/s vs plain decode+transform loop {plain_rate:.0f} images/s "
+            f"(ratio {dm_rate / plain_rate:.2f})"
+        )
+        lightning_s, plain_s = epoch_times(package, images, model_args, data_args, path)
+        print(
+            f"loop: Lightning {lightning_s:.2f} s/epoch vs plain PyTorch {plain_s:.2f} s/epoch "
+            f"(ratio {lightning_s / plain_s:.2f})"
+        )
+        score, baseline, epochs = bleu_after(package, images, model_args, data_args, path, args.minutes, lightning_s)
+        print(
+            f"quality: test BLEU-4 {score:.3f} after {args.minutes:g} min ({epochs} epochs) vs most-common-caption "
+            f"baseline {baseline:.3f} (ratio {score / max(baseline, 1e-9):.1f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Image captioning in a baked project: the three data formats, bad input, training via the CLI, prediction."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import mlflow_runs, run_cli
+from PIL import Image
+
+CONFIG = "configs/captioning.yaml"
+
+
+@pytest.fixture(scope="module")
+def images(package):
+    return importlib.import_module(f"{package.__name__}.datamodules.images")
+
+
+@pytest.fixture(scope="module")
+def small_coco(package, tmp_path_factory) -> Path:
+    """40 shape scenes in COCO format (each test copies what it breaks)."""
+    sample = importlib.import_module(f"{package.__name__}.datamodules.sample_images")
+    return sample.write_sample(tmp_path_factory.mktemp("coco"), seed=1, num_images=40)
+
+
+def as_csv(coco: Path, out: Path) -> Path:
+    data = json.loads(coco.read_text())
+    names = {im["id"]: im["file_name"] for im in data["images"]}
+    path = out / "captions.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        writer.writerows([names[a["image_id"]], a["caption"]] for a in data["annotations"])
+    return path
+
+
+def as_jsonl(coco: Path, out: Path) -> Path:
+    data = json.loads(coco.read_text())
+    names = {im["id"]: im["file_name"] for im in data["images"]}
+    shutil.copytree(coco.parent / "images", out, dirs_exist_ok=True)
+    lines = [json.dumps({"file_name": names[a["image_id"]], "text": a["caption"]}) for a in data["annotations"]]
+    (out / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def copy_coco(coco: Path, out: Path) -> Path:
+    shutil.copytree(coco.parent, out, dirs_exist_ok=True)
+    return out / coco.name
+
+
+@pytest.mark.parametrize("fmt", ["coco", "csv", "jsonl"])
+def test_each_format_gives_leak_free_padded_batches(images, small_coco, tmp_path, fmt):
+    path = {
+        "coco": lambda: small_coco,
+        "csv": lambda: as_csv(small_coco, tmp_path),
+        "jsonl": lambda: as_jsonl(small_coco, tmp_path),
+    }[fmt]()
+    root = str(small_coco.parent / "images") if fmt == "csv" else None
+    dm = images.ImageCaptionDataModule(
+        str(path), image_root=root, image_size=32, batch_size=8, val_fraction=0.2, test_fraction=0.2
+    )
+    dm.setup("fit")
+    files = {name: {str(p) for p, _ in dm.splits[name]} for name in ("train", "val", "test")}
+    assert sum(map(len, files.values())) == 40
+    assert not (files["train"] & files["val"] or files["train"] & files["test"] or files["val"] & files["test"])
+    assert all(len(caps) == 5 for _, caps in dm.splits["train"])  # every caption of an image stays with it
+    assert dm.vocab[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and "circle" in dm.vocab and "," not in dm.vocab
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (8, 3, 32, 32) and batch["tokens"].shape[0] == 8
+    for row, length in zip(batch["tokens"], batch["token_lengths"], strict=True):
+        assert row[0] == images.BOS and row[length - 1] == images.EOS and (row[length:] == images.PAD).all()
+    assert len(batch["captions"][0]) == 5 and batch["captions"][0][2] == batch["captions"][0][2].lower()
+    again = images.ImageCaptionDataModule(str(path), image_root=root, val_fraction=0.2, test_fraction=0.2)
+    again.setup("fit")
+    assert again.splits == dm.splits and again.vocab == dm.vocab  # deterministic
+
+
+def break_missing_image(coco: Path) -> str:
+    (coco.parent / "images" / "00003.png").unlink()
+    return "00003.png' does not exist"
+
+
+def break_unreadable_image(coco: Path) -> str:
+    (coco.parent / "images" / "00004.png").write_bytes(b"not a png at all")
+    return "00004.png' is not a readable image"
+
+
+def break_unknown_image_id(coco: Path) -> str:
+    data = json.loads(coco.read_text())
+    data["annotations"][7]["image_id"] = 9999
+    coco.write_text(json.dumps(data))
+    return "annotations[7]: image_id 9999 is not in 'images'"
+
+
+def break_empty_caption(coco: Path) -> str:
+    data = json.loads(coco.read_text())
+    data["annotations"][5]["caption"] = " . "
+    coco.write_text(json.dumps(data))
+    return "annotations[5]: caption for '00001.png' is empty"
+
+
+@pytest.mark.parametrize(
+    "breaks", [break_missing_image, break_unreadable_image, break_unknown_image_id, break_empty_caption]
+)
+def test_bad_input_is_named_or_skipped(images, small_coco, tmp_path, caplog, breaks):
+    coco = copy_coco(small_coco, tmp_path)
+    message = breaks(coco)
+    with pytest.raises(images.DataError, match="on_bad_input: skip") as error:
+        images.ImageCaptionDataModule(str(coco)).setup("fit")
+    assert message in str(error.value)
+    dm = images.ImageCaptionDataModule(str(coco), on_bad_input="skip")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert "skipped" in caplog.text and message in caplog.text
+    assert 39 <= sum(len(s) for s in dm.splits.values()) <= 40
+
+
+def test_missing_image_root_and_format_are_explained(images, small_coco, tmp_path):
+    with pytest.raises(images.DataError, match="image root .*nowhere.* does not exist"):
+        images.ImageCaptionDataModule(str(small_coco), image_root=str(tmp_path / "nowhere")).setup("fit")
+    with pytest.raises(images.DataError, match="needs the columns 'image,caption'"):
+        (tmp_path / "bad.csv").write_text("file,text\na.png,a dog\n")
+        images.ImageCaptionDataModule(str(tmp_path / "bad.csv")).setup("fit")
+    with pytest.raises(images.DataError, match="cannot tell the format"):
+        (tmp_path / "x.txt").write_text("")
+        images.ImageCaptionDataModule(str(tmp_path / "x.txt")).setup("fit")
+
+
+@pytest.fixture(scope="module")
+def trained(project, package):
+    """A short training on the sample data via the CLI, as a user runs it; returns its MLflow run."""
+    package.sample_data.write("captioning", project / "data" / "sample")
+    run_cli(
+        project,
+        "fit",
+        "--config",
+        CONFIG,
+        "--trainer.max_epochs",
+        "4",
+        "--data.image_size",
+        "48",
+        "--model.beam_size",
+        "2",
+        timeout=400,
+    )
+    return mlflow_runs(project, "captioning")[0]
+
+
+def test_fit_logs_losses_bleu_and_caption_tables(project, trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert trained.info.status == "FINISHED"
+    assert len(client.get_metric_history(trained.info.run_id, "train/loss")) >= 5
+    assert {"test/bleu1", "test/bleu4", "val/bleu4", "val/loss"} <= set(trained.data.metrics)
+    epochs = [a.path for a in client.list_artifacts(trained.info.run_id, "samples")]
+    assert len(epochs) == 4
+    files = {Path(a.path).name for a in client.list_artifacts(trained.info.run_id, epochs[-1])}
+    assert {"captions.csv", "captions.html", "grid.png", "0.png"} <= files
+    assert (project / "runs" / "captioning" / trained.info.run_id / "checkpoints" / "best.ckpt").exists()
+
+
+def test_brief_training_beats_most_common_caption(project, trained, images):
+    from torchmetrics.text import BLEUScore
+
+    dm = images.ImageCaptionDataModule(str(project / "data/sample/captioning/annotations.json"))
+    dm.setup("fit")
+    common = Counter(" ".join(images.words(c)) for _, caps in dm.splits["train"] for c in caps).most_common(1)[0][0]
+    refs = [[" ".join(images.words(c)) for c in caps] for _, caps in dm.splits["test"]]
+    baseline = float(BLEUScore(n_gram=4)([common] * len(refs), refs))
+    assert trained.data.metrics["test/bleu4"] > baseline + 0.1, (trained.data.metrics["test/bleu4"], baseline)
+
+
+def test_predict_captions_images_of_any_mode_and_size(project, trained, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    scene = Image.open(project / "data/sample/captioning/images/00000.png")
+    scene.convert("L").save(folder / "gray.png")
+    scene.convert("RGBA").save(folder / "rgba.png")
+    scene.convert("P").save(folder / "palette.png")
+    scene.resize((3, 2)).save(folder / "tiny.png")
+    scene.resize((3000, 2000)).save(folder / "huge.jpg")
+    scene.save(folder / "bitmap.bmp")
+    Image.new("I;16", (40, 30), 3000).save(folder / "deep.png")
+    out = tmp_path / "predictions"
+    run_cli(
+        project,
+        "predict",
+        "--config",
+        CONFIG,
+        "--ckpt_path",
+        "best",
+        "--data.predict_path",
+        str(folder),
+        "--trainer.logger",
+        "false",
+        "--predictions.output_dir",
+        str(out),
+    )
+    rows = pd.read_csv(out / "captioning.csv")
+    assert sorted(Path(f).name for f in rows["file"]) == sorted(p.name for p in folder.iterdir())
+    assert rows["caption"].str.split().str.len().min() >= 2  # words, not empty strings
+
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    failed = run_cli(
+        project,
+        "predict",
+        "--config",
+        CONFIG,
+        "--ckpt_path",
+        "best",
+        "--data.predict_path",
+        str(folder),
+        "--trainer.logger",
+        "false",
+        "--predictions.output_dir",
+        str(out),
+        check=False,
+    )
+    assert failed.returncode != 0 and "broken.png' is not a readable image" in failed.stderr
