@@ -109,7 +109,7 @@ def trim_silence(samples: np.ndarray, threshold: int = 200, margin: int = 2205) 
     return samples[max(0, loud[0] - margin) : loud[-1] + margin]
 
 
-def write_sample(out_dir: Path, seed: int = 0, speakers: int = 24, utterances: int = 16) -> Path:
+def write_sample(out_dir: Path, seed: int = 0, speakers: int = 32, utterances: int = 12) -> Path:
     """Write ``speakers`` x ``utterances`` synthesized utterances as a LibriSpeech folder; return its root."""
     rng = random.Random(seed)
     root = Path(out_dir)
@@ -117,7 +117,7 @@ def write_sample(out_dir: Path, seed: int = 0, speakers: int = 24, utterances: i
     settings: list[tuple[str, str, int, int]] = []
     for spk in range(speakers):
         while True:  # each speaker is a distinct voice/rate/pitch setting
-            setting = (rng.choice(ACCENTS), rng.choice(VARIANTS), rng.randrange(130, 231, 10), rng.randrange(25, 76, 5))
+            setting = (rng.choice(ACCENTS), rng.choice(VARIANTS), rng.randrange(110, 191, 10), rng.randrange(25, 76, 5))
             if setting not in settings:
                 settings.append(setting)
                 break
