@@ -55,9 +55,10 @@ class FeaturePipeline(nn.Module):
 
     def __init__(
         self, sample_rate: int = 16000, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
-        freq_mask: int = 15, time_mask: int = 20, n_masks: int = 2,
+        freq_mask: int | None = None, time_mask: int = 10, n_masks: int = 2,
     ) -> None:  # fmt: skip
         super().__init__()
+        freq_mask = n_mels // 8 if freq_mask is None else freq_mask  # up to 1/8 of the bands per mask
         self.settings = {"sample_rate": sample_rate, "n_mels": n_mels, "n_fft": n_fft, "hop_length": hop_length,
                          "freq_mask": freq_mask, "time_mask": time_mask, "n_masks": n_masks}  # fmt: skip
         self.hop_length, self.n_masks = hop_length, n_masks
@@ -347,7 +348,7 @@ class SpeechDataModule(LightningDataModule):
         items = self._checked(items, "utterances", need_text=True)
         val, test = self.hparams.val_fraction, self.hparams.test_fraction
         parts = split_by_group([i.speaker for i in items], [1 - val - test, val, test], self.hparams.seed)
-        for name, indices in zip(("train", "val", "test"), parts):
+        for name, indices in zip(("train", "val", "test"), parts, strict=True):
             self.splits[name] = [items[i] for i in indices]
         if not self.splits["train"]:
             raise DataError(f"{path}: no training utterances left after the split; add data or lower the fractions")

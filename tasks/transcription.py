@@ -85,9 +85,8 @@ class SpeechTranscriber(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
-        self.metrics = nn.ModuleDict(
-            {s: MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate()}, prefix=f"{s}/") for s in ("val", "test")}
-        )
+        metrics = MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate()})
+        self.metrics = nn.ModuleDict({s: metrics.clone(prefix=f"{s}/") for s in ("val", "test")})
         self.samples: list[dict[str, str]] = []
         if vocab is not None and features is not None:
             self._build()

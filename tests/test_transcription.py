@@ -1,0 +1,238 @@
+"""Speech transcription: data formats, bad input, resampling, CLI training tracked in MLflow, predict."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from conftest import mlflow_runs, run_cli, run_make
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny ops on a busy 2-core box: one thread avoids spin-waiting
+
+
+@pytest.fixture(scope="module")
+def audio(package):
+    return importlib.import_module(f"{package.__name__}.datamodules.audio")
+
+
+@pytest.fixture(scope="module")
+def sample(package, tmp_path_factory) -> Path:
+    """A small LibriSpeech-style sample: 8 speakers x 5 utterances."""
+    speech = importlib.import_module(f"{package.__name__}.datamodules.sample_speech")
+    return speech.write_sample(tmp_path_factory.mktemp("speech"), seed=1, speakers=8, utterances=5)
+
+
+def utterances(root: Path) -> list[tuple[Path, str]]:
+    """(audio file, transcript) pairs of a LibriSpeech folder."""
+    pairs = []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            utt, _, text = line.partition(" ")
+            pairs.append((trans.parent / f"{utt}.flac", text))
+    return pairs
+
+
+def write_formats(sample: Path, out: Path) -> dict[str, Path]:
+    """The same utterances as a JSONL manifest, a CSV and a Common Voice TSV (clips/ next to it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "clips").mkdir(exist_ok=True)
+    rows = utterances(sample)
+    with open(out / "manifest.jsonl", "w") as f:
+        for file, text in rows:
+            rel = Path("clips") / file.name
+            shutil.copy(file, out / rel)
+            f.write(json.dumps({"audio_filepath": str(rel), "duration": sf.info(file).duration, "text": text}) + "\n")
+    pd.DataFrame({"path": [f"clips/{f.name}" for f, _ in rows], "transcript": [t for _, t in rows]}).to_csv(
+        out / "data.csv", index=False
+    )
+    pd.DataFrame(
+        {"client_id": [f.name.split("-")[0] for f, _ in rows], "path": [f.name for f, _ in rows],
+         "sentence": [t.capitalize() + "." for _, t in rows]}
+    ).to_csv(out / "validated.tsv", sep="\t", index=False)  # fmt: skip
+    return {
+        "librispeech": sample,
+        "jsonl": out / "manifest.jsonl",
+        "csv": out / "data.csv",
+        "tsv": out / "validated.tsv",
+    }
+
+
+def test_each_format_gives_the_same_batches(audio, sample, tmp_path):
+    paths = write_formats(sample, tmp_path)
+    texts = {}
+    for name, path in paths.items():
+        dm = audio.SpeechDataModule(str(path), batch_size=4, val_fraction=0.25, test_fraction=0.25, n_mels=40)
+        dm.setup("fit")
+        assert dm.vocab[0] == "<blank>" and " " in dm.vocab
+        texts[name] = sorted(i.text for split in ("train", "val", "test") for i in dm.splits[split])
+        batch = next(iter(dm.train_dataloader()))
+        assert set(batch) >= {"features", "feature_lengths", "targets", "target_lengths", "text", "file"}
+        assert batch["features"].shape[0] == 4 and batch["features"].shape[2] == 40
+        assert batch["feature_lengths"].max() == batch["features"].shape[1]
+        decoded = "".join(dm.vocab[i] for i in batch["targets"][0][: batch["target_lengths"][0]])
+        assert decoded == batch["text"][0] and decoded == decoded.lower()
+    assert texts["librispeech"] == texts["jsonl"] == texts["csv"] == texts["tsv"]  # "Seven two." -> "seven two"
+    dm = audio.SpeechDataModule(str(sample), val_fraction=0.25, test_fraction=0.25)
+    dm.setup("fit")
+    speakers = [{i.speaker for i in dm.splits[s]} for s in ("train", "val", "test")]
+    assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2]) and all(speakers)
+
+
+def one_utterance(folder: Path, text: str = "STOP", samples: np.ndarray | None = None) -> Path:
+    """A one-utterance LibriSpeech folder; returns the audio path."""
+    chapter = folder / "1" / "2"
+    chapter.mkdir(parents=True)
+    audio = chapter / "1-2-0000.wav"
+    sf.write(audio, np.sin(np.arange(16000) / 5).astype("float32") if samples is None else samples, 16000)
+    (chapter / "1-2.trans.txt").write_text(f"1-2-0000 {text}\n")
+    return audio
+
+
+def break_missing(audio: Path) -> None:
+    audio.unlink()
+
+
+def break_truncated(audio: Path) -> None:
+    audio.write_bytes(audio.read_bytes()[:2000])
+
+
+def break_garbage(audio: Path) -> None:
+    audio.write_bytes(b"this is not audio" * 10)
+
+
+def break_empty(audio: Path) -> None:
+    sf.write(audio, np.zeros(0, dtype="float32"), 16000)
+
+
+def break_transcript(audio: Path) -> None:
+    (audio.parent / "1-2.trans.txt").write_text("1-2-0000 ?!\n")  # nothing left after normalization
+
+
+def break_too_long(audio: Path) -> None:
+    sf.write(audio, np.zeros(1600, dtype="float32") + 0.1, 16000)  # 0.1 s: ~3 frames after 4x subsampling
+    (audio.parent / "1-2.trans.txt").write_text("1-2-0000 TURN ON THE LIGHT\n")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (break_missing, "audio file does not exist"),
+        (break_truncated, "truncated"),
+        (break_garbage, "unreadable"),
+        (break_empty, "empty audio"),
+        (break_transcript, "zero-length transcript"),
+        (break_too_long, "too long for 0.10 s of audio"),
+    ],
+)
+def test_bad_input_is_named_or_skipped(audio, sample, tmp_path, damage, message):
+    root = tmp_path / "data"
+    shutil.copytree(sample, root)
+    bad = one_utterance(root / "bad")
+    damage(bad)
+    dm = audio.SpeechDataModule(str(root), val_fraction=0.25, test_fraction=0.25)
+    with pytest.raises(audio.DataError, match=message) as error:
+        dm.setup("fit")
+    assert "1-2-0000" in str(error.value) and "on_bad_input: skip" in str(error.value)
+    dm = audio.SpeechDataModule(str(root), val_fraction=0.25, test_fraction=0.25, on_bad_input="skip")
+    dm.setup("fit")
+    assert sum(len(dm.splits[s]) for s in ("train", "val", "test")) == len(utterances(sample))
+
+
+def test_malformed_manifest_names_the_line(audio, tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"audio_filepath": "a.wav"}\n')
+    with pytest.raises(audio.DataError, match=r"m.jsonl line 1: no field 'text'"):
+        audio.SpeechDataModule(str(tmp_path / "m.jsonl")).setup("fit")
+    (tmp_path / "m.csv").write_text("file,words\na.wav,hello\n")
+    with pytest.raises(audio.DataError, match="need 'path' and 'transcript'"):
+        audio.SpeechDataModule(str(tmp_path / "m.csv")).setup("fit")
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (44100, 2)])
+def test_resampling_keeps_duration_and_pitch(audio, tmp_path, rate, channels):
+    t = np.arange(int(1.5 * rate)) / rate
+    tone = np.sin(2 * math.pi * 440 * t).astype("float32")
+    data = np.stack([tone, tone * 0.5], axis=1) if channels == 2 else tone
+    sf.write(tmp_path / "tone.wav", data, rate)
+    wave = audio.load_audio(tmp_path / "tone.wav", 16000)
+    assert wave.ndim == 1 and abs(wave.numel() - 24000) <= 2
+    spectrum = torch.fft.rfft(wave).abs()
+    assert abs(spectrum.argmax().item() * 16000 / wave.numel() - 440) < 2
+    expected = 0.75 if channels == 2 else 1.0  # stereo is averaged to mono
+    assert abs(wave[2000:-2000].abs().max().item() - expected) < 0.02
+
+
+def test_batches_are_grouped_by_length(audio):
+    lengths = [float(x) for x in torch.rand(200, generator=torch.Generator().manual_seed(0)) * 10]
+    sampler = audio.LengthGroupedSampler(lengths, batch_size=10, shuffle=True, seed=0)
+    order, next_epoch = list(sampler), list(sampler)
+    assert sorted(order) == list(range(200)) and order != next_epoch
+    spread = np.mean([np.ptp([lengths[i] for i in order[k : k + 10]]) for k in range(0, 200, 10)])
+    assert spread < 1.5  # random batches of 10 from U(0, 10) spread ~8 s
+
+
+def test_bad_data_through_the_cli_is_a_clear_error_not_a_traceback(project, tmp_path):
+    break_empty(one_utterance(tmp_path / "data"))
+    args = ("fit", "--config", "configs/transcription.yaml", "--data.path", str(tmp_path / "data"))
+    result = run_cli(project, *args, check=False, **ONE_THREAD)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "1-2-0000.wav: empty audio (0 samples)" in result.stderr
+
+
+EPOCHS = 8
+
+
+@pytest.fixture(scope="module")
+def trained(project: Path):
+    """One short training through `make train` (sample data included), shared by the tests below."""
+    args = f"ARGS=--trainer.max_epochs {EPOCHS} --trainer.enable_progress_bar false"
+    run_make(project, "train", "TASK=transcription", args, timeout=900, **ONE_THREAD)
+    return mlflow_runs(project, "transcription")[0]
+
+
+@pytest.mark.slow
+def test_training_is_tracked_in_mlflow(project, trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert trained.info.status == "FINISHED"
+    assert len(client.get_metric_history(trained.info.run_id, "train/loss")) >= EPOCHS
+    assert len(client.get_metric_history(trained.info.run_id, "val/wer")) == EPOCHS
+    assert {"test/wer", "test/cer", "test/loss"} <= set(trained.data.metrics)
+    assert trained.data.params["encoder"] == "lstm"
+    tables = {a.path for a in client.list_artifacts(trained.info.run_id, "transcripts")}
+    assert {"transcripts/val_epoch000.csv", "transcripts/val_epoch000.html", "transcripts/test.csv"} <= tables
+    table = pd.read_csv(client.download_artifacts(trained.info.run_id, "transcripts/test.csv"))
+    assert list(table.columns) == ["file", "reference", "hypothesis"] and len(table) == 8
+
+
+@pytest.mark.slow
+def test_briefly_trained_model_beats_empty_output(trained):
+    # an empty transcript deletes every word: WER 1.0; a model that only babbles scores worse than that
+    assert trained.data.metrics["test/wer"] < 0.6, trained.data.metrics
+
+
+@pytest.mark.slow
+def test_predict_transcribes_new_files(project, package, trained, tmp_path):
+    speech = importlib.import_module(f"{package.__name__}.datamodules.sample_speech")
+    engine = speech.Espeak()
+    engine.voice("en-us+m3", rate=150, pitch=50)  # a setting the sample's speakers may not have
+    texts = {"a.wav": "open the door", "b.flac": "seven one two"}
+    for name, text in texts.items():
+        sf.write(tmp_path / name, engine.say(text), speech.SAMPLE_RATE)
+    stereo = np.stack([engine.say("stop")] * 2, axis=1)
+    sf.write(tmp_path / "c.wav", stereo, speech.SAMPLE_RATE)
+    run_make(project, "predict", "TASK=transcription", f"INPUT={tmp_path}", **ONE_THREAD)
+    rows = pd.read_csv(project / "predictions" / "transcription.csv", keep_default_na=False)
+    assert list(rows.columns) == ["file", "transcript"]
+    assert sorted(Path(f).name for f in rows["file"]) == ["a.wav", "b.flac", "c.wav"]
+    with open(project / "predictions" / "transcription.csv", newline="") as f:
+        assert all(set(row["transcript"]) <= set("abcdefghijklmnopqrstuvwxyz '") for row in csv.DictReader(f))
