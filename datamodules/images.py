@@ -68,7 +68,10 @@ def check_image(path: Path) -> str | None:
 
 
 class CaptionDataset(Dataset):
-    """One item per image: the image, one caption for teacher forcing, and all captions as BLEU references."""
+    """One item per image: the image, one caption for teacher forcing, and all captions as BLEU references.
+
+    Images to caption (prediction) have no captions: their items hold the image and its file name only.
+    """
 
     def __init__(
         self,
@@ -88,6 +91,8 @@ class CaptionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         path, captions = self.items[i]
+        if not captions:
+            return {"image": self.transform(read_image(path, self.size)), "file": str(path)}
         # a different reference each epoch in training; the first one for a stable validation loss
         pick = int(torch.randint(len(captions), ())) if self.random_caption else 0
         ids = [self.index.get(w, UNK) for w in words(captions[pick])][: self.max_tokens - 2]
@@ -334,17 +339,6 @@ class ImageCaptionDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_files:
             self._setup_predict()
-        return self._wrap(PredictDataset(self.predict_files, self.hparams.image_size, self.eval_transform), False)
-
-
-class PredictDataset(Dataset):
-    """Images without captions, with their file names."""
-
-    def __init__(self, files: list[Path], size: int, transform: Any) -> None:
-        self.files, self.size, self.transform = files, size, transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.transform(read_image(self.files[i], self.size)), "file": str(self.files[i])}
+        items = [(file, []) for file in self.predict_files]
+        dataset = CaptionDataset(items, [], self.hparams.image_size, self.eval_transform, 0, random_caption=False)
+        return self._wrap(dataset, shuffle=False)

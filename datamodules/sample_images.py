@@ -14,14 +14,16 @@ from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": 5, "large": 9}  # radius in pixels on a 64 px canvas
+SIZES = {"small": 6, "large": 9}  # radius in pixels on a 64 px canvas
 COUNTS = {1: "one", 2: "two", 3: "three"}
-# where the group of shapes sits: (x range, y range) of their centres as fractions of the canvas
+# A group is "on the left" when all its centres are in the left half and it is not also a group "at the top" or
+# "at the bottom": each centre lies in the left wedge (between the image centre and the left edge), or the
+# group spans both the top and bottom halves. So no scene fits two positions.
 POSITIONS = {
-    "on the left": ((0.0, 0.5), (0.0, 1.0)),
-    "on the right": ((0.5, 1.0), (0.0, 1.0)),
-    "at the top": ((0.0, 1.0), (0.0, 0.5)),
-    "at the bottom": ((0.0, 1.0), (0.5, 1.0)),
+    "on the left": lambda x, y: (x, y),
+    "on the right": lambda x, y: (CANVAS - x, y),
+    "at the top": lambda x, y: (y, x),
+    "at the bottom": lambda x, y: (y, CANVAS - x),
 }
 TEMPLATES = (
     "{count} {size} {colour} {shapes} {position}",
@@ -42,20 +44,22 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: fl
         draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
 
 
-def _place(rng: random.Random, count: int, r: int, region: tuple) -> list[tuple[float, float]]:
-    """Centres for ``count`` non-overlapping shapes of radius ``r`` inside ``region``."""
-    (x0, x1), (y0, y1) = region
-    lo_x, hi_x = max(x0 * CANVAS, 0) + r + 1, min(x1 * CANVAS, CANVAS) - r - 1
-    lo_y, hi_y = max(y0 * CANVAS, 0) + r + 1, min(y1 * CANVAS, CANVAS) - r - 1
-    for _ in range(200):
-        centres = [(rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)) for _ in range(count)]
-        if all(
-            (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 > (2 * r + 2) ** 2
+def _place(rng: random.Random, count: int, r: int) -> list[tuple[float, float]]:
+    """Centres of ``count`` non-overlapping shapes of radius ``r`` forming a group "on the left"."""
+    half, margin = CANVAS / 2, 3
+    centres: list[tuple[float, float]] = []
+    for _ in range(300):
+        centres = [(rng.uniform(r + 1, half - margin), rng.uniform(r + 1, CANVAS - r - 1)) for _ in range(count)]
+        apart = all(
+            (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 > (2 * r + 1) ** 2
             for i, a in enumerate(centres)
             for b in centres[i + 1 :]
-        ):
-            return centres
-    return centres  # crowded: a slight overlap is still a valid scene
+        )
+        in_wedge = all(abs(y - half) < half - x - margin for x, y in centres)
+        spans = max(y for _, y in centres) > half + margin and min(y for _, y in centres) < half - margin
+        if apart and (in_wedge or spans):
+            break
+    return centres  # after many tries (rare: three large shapes) a slight overlap is still a valid scene
 
 
 def _scene(rng: random.Random) -> tuple[Image.Image, list[str]]:
@@ -65,8 +69,8 @@ def _scene(rng: random.Random) -> tuple[Image.Image, list[str]]:
     image = Image.new("RGB", (CANVAS, CANVAS), (grey, grey, grey))
     draw = ImageDraw.Draw(image)
     jitter = [max(0, min(255, c + rng.randint(-25, 25))) for c in COLOURS[colour]]
-    for x, y in _place(rng, count, SIZES[size], POSITIONS[position]):
-        _draw_shape(draw, shape, x, y, SIZES[size], tuple(jitter))
+    for x, y in _place(rng, count, SIZES[size]):
+        _draw_shape(draw, shape, *POSITIONS[position](x, y), SIZES[size], tuple(jitter))
     words = {
         "count": COUNTS[count] if count > 1 else rng.choice(("one", "a")),
         "size": size,
