@@ -79,7 +79,8 @@ def server(team_project: Path) -> Iterator[str]:
     log = open(team_project / "mlflow-server.log", "w")  # noqa: SIM115 - open for the whole module
     process = subprocess.Popen(
         ["make", "-C", str(team_project), f"VENV={VENV}", "mlflow-server", f"MLFLOW_PORT={port}"],
-        env=project_env(team_project),
+        # MLflow 3's server also starts GenAI job workers (huey), a dozen processes that tracking does not need.
+        env=project_env(team_project, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

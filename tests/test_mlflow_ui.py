@@ -1,0 +1,85 @@
+"""The MLflow UI as a user sees it: `make ui-check` opens it in headless Chromium for a project with one finished
+forecasting run and finds the experiment, the run and its drawn `train/loss` chart; it saves a screenshot.
+
+Needs Debian's chromium (CI installs it with tests/ui/install_chromium.sh); skipped without it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PACKAGE, VENV, bake, mlflow_runs, project_env, run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed: run tests/ui/install_chromium.sh (apt-get install chromium)"
+)
+TINY = [
+    "--config", "configs/forecasting.yaml",
+    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2",
+    "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A forecasting project with exactly one finished run."""
+    project = bake(
+        tmp_path_factory.mktemp("ui"), price_forecasting=True, image_captioning=False, speech_transcription=False
+    )
+    subprocess.run(
+        [sys.executable, "-m", f"{PACKAGE}.sample_data", "forecasting"],
+        cwd=project,
+        env=project_env(project),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    run_cli(project, "fit", *TINY)
+    (run,) = mlflow_runs(project, "forecasting")
+    assert run.info.status == "FINISHED"
+    return project
+
+
+def ui_check(project: Path, screenshot: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "-C", str(project), f"VENV={VENV}", "ui-check", "TASK=forecasting", f"SCREENSHOT={screenshot}"],
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_ui_shows_the_experiment_the_run_and_its_loss_chart(trained_once, tmp_path):
+    screenshot = tmp_path / "mlflow-ui.png"
+    result = ui_check(trained_once, screenshot)
+    print(f"MLflow UI screenshot: {screenshot}")
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    run_name = mlflow_runs(trained_once, "forecasting")[0].info.run_name
+    assert f"UI check passed: experiment 'forecasting', run '{run_name}'" in result.stdout
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_ui_check_fails_when_the_chart_is_not_there(trained_once, tmp_path):
+    """The check is not vacuous: a metric the run never logged is reported missing, with a screenshot anyway."""
+    screenshot = tmp_path / "missing.png"
+    result = subprocess.run(
+        [sys.executable, "scripts/ui_check.py", "--metric", "train/never_logged", "--timeout", "40"]
+        + ["--screenshot", str(screenshot)],
+        cwd=trained_once,
+        env=project_env(trained_once),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1
+    assert "did not show a drawn train/never_logged chart" in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert screenshot.exists()
