@@ -123,6 +123,10 @@ class PriceForecaster(LightningModule):
         out = self.net(past).view(past.shape[0], self.hparams.horizon, len(self.quantiles))
         return out * scale
 
+    def example_input(self) -> Tensor:
+        """A batch of one lookback window, for the signature of the logged MLflow model."""
+        return torch.zeros(1, self.hparams.lookback, self.hparams.num_features)
+
     def to_prices(self, relative: Tensor, last_price: Tensor) -> Tensor:
         return last_price.view(-1, *([1] * (relative.dim() - 1))) * torch.exp(relative)
 

@@ -29,7 +29,8 @@ def bake(output_dir: Path, template: str | Path = REPO, **context: object) -> Pa
 
 def project_env(project: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(PYTHONPATH=str(project / "src"), PYTHONUNBUFFERED="1", **extra)
+    paths = [str(project / "src"), *([extra.pop("PYTHONPATH")] if "PYTHONPATH" in extra else [])]
+    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", **extra)
     return env
 
 

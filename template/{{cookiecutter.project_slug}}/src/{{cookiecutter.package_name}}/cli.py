@@ -10,12 +10,15 @@ What it adds to stock LightningCLI, so every task behaves the same:
 from __future__ import annotations
 
 import importlib
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from .datamodules.common import DataError
@@ -23,8 +26,9 @@ from .predict import PredictionWriter
 from .tracking import (
     LogConfigToMLflow,
     MLflowTracker,
-    RunIdInCheckpoint,
+    RunLifecycle,
     TrackingUnavailable,
+    checkpoint_from_model_uri,
     find_tracker,
     run_id_in_checkpoint,
 )
@@ -57,7 +61,7 @@ class TaskCLI(LightningCLI):
             trainer_defaults={
                 "logger": {"class_path": f"{__package__}.tracking.MLflowTracker"},
                 "default_root_dir": RUNS_DIR,
-                "callbacks": [RunIdInCheckpoint()],
+                "callbacks": [RunLifecycle()],
             },
             args=args,
             run=run,
@@ -88,6 +92,8 @@ class TaskCLI(LightningCLI):
             task = self._task_name(config.model.class_path)
             config.ckpt_path = str(newest_checkpoint(task, ckpt_path, config.trainer.default_root_dir or RUNS_DIR))
             rank_zero_info(f"Using checkpoint {config.ckpt_path}")
+        elif ckpt_path and ckpt_path.startswith(("runs:/", "models:/")):
+            config.ckpt_path = str(checkpoint_from_model_uri(ckpt_path, Path(RUNS_DIR) / "mlflow-models"))
 
     @staticmethod
     def _task_name(class_path: str) -> str:
@@ -145,6 +151,9 @@ def main(args: ArgsType = None) -> None:
         TaskCLI(args=args)
     except (TrackingUnavailable, DataError) as error:  # the user's input, not our bug: no traceback
         raise SystemExit(f"ERROR: {error}") from None
+    except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
+        print("Stopped by SIGTERM; `make resume` continues from last.ckpt.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from . import DEFAULT_TRACKING_URI
 
@@ -149,6 +150,7 @@ class MLflowTracker(Logger):
         tags: extra run tags.
         run_id: continue this run instead of starting one (the CLI sets it when resuming).
         log_checkpoints: upload the best checkpoint as an artifact when training ends.
+        log_model: log the trained model with ``mlflow.pytorch`` (loadable as ``runs:/<run id>/model``).
         system_metrics: log CPU/memory/GPU use with MLflow's system metrics monitor.
         flush_interval_s: how often queued metrics are sent.
     """
@@ -161,6 +163,7 @@ class MLflowTracker(Logger):
         tags: dict[str, str] | None = None,
         run_id: str | None = None,
         log_checkpoints: bool = True,
+        log_model: bool = True,
         system_metrics: bool = True,
         flush_interval_s: float = 2.0,
     ) -> None:
@@ -171,6 +174,8 @@ class MLflowTracker(Logger):
         self.tags = dict(tags or {})
         self._run_id = run_id
         self.log_checkpoints = log_checkpoints
+        self.log_model = log_model
+        self.stopped_by_user = False
         self.system_metrics = system_metrics
         self.flush_interval_s = flush_interval_s
         self._client: MlflowClient | None = None
@@ -288,7 +293,32 @@ class MLflowTracker(Logger):
             self._monitor.finish()
             self._monitor = None
         mlflow_status = {"success": "FINISHED", "finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
+        if self.stopped_by_user:
+            mlflow_status = "KILLED"
         self._client.set_terminated(self._run_id, mlflow_status)
+
+    def log_pytorch_model(self, module: LightningModule) -> None:
+        """Log ``module`` as an MLflow PyTorch model, with an input example where the task gives one."""
+        import mlflow.pytorch
+
+        example = getattr(module, "example_input", lambda: None)()
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+                import lightning
+
+                mlflow.pytorch.log_model(
+                    module,
+                    name="model",
+                    serialization_format="pickle",  # loads back as the LightningModule, hyper-parameters included
+                    input_example=None if example is None else example.cpu().numpy(),
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"lightning=={lightning.__version__}"],
+                )
+        except Exception as error:  # a model that cannot be pickled must not fail a finished training
+            log.warning("could not log the model to MLflow: %s", error)
+        finally:
+            mlflow.set_tracking_uri(previous)
 
     def _upload_best_checkpoint(self) -> None:
         callback = self._checkpoint_callback
@@ -374,13 +404,47 @@ class LogConfigToMLflow(SaveConfigCallback):
             tracker.experiment.log_text(tracker.run_id, text, "config.yaml")
 
 
-class RunIdInCheckpoint(Callback):
-    """Stores the MLflow run id in each checkpoint, so resuming continues the same run."""
+class RunLifecycle(Callback):
+    """Keeps the MLflow run in step with the training: its id in every checkpoint (so resuming continues it),
+    KILLED rather than FAILED when stopped by Ctrl-C or SIGTERM (after saving ``last.ckpt``), and the trained
+    model logged with ``mlflow.pytorch`` at the end of ``fit`` (``runs:/<id>/model``)."""
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         tracker = find_tracker(trainer)
         if tracker is not None and trainer.is_global_zero:
             checkpoint["mlflow"] = {"run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri}
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        tracker = find_tracker(trainer)
+        if tracker is None or not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            return
+        tracker.stopped_by_user = True
+        callback = trainer.checkpoint_callback
+        if isinstance(exception, SIGTERMException) and callback is not None and callback.dirpath:
+            trainer.save_checkpoint(Path(callback.dirpath) / "last.ckpt")  # so `make resume` loses little work
+            rank_zero_info(f"Saved {Path(callback.dirpath) / 'last.ckpt'} before stopping; `make resume` continues")
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        tracker = find_tracker(trainer)
+        if tracker is not None and tracker.log_model and trainer.is_global_zero and not trainer.interrupted:
+            tracker.log_pytorch_model(pl_module)
+
+
+def checkpoint_from_model_uri(uri: str, out_dir: Path) -> Path:
+    """Turn an MLflow model (``runs:/<id>/model``, ``models:/name/1``) into a checkpoint ``predict`` can use."""
+    import lightning
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(tracking_uri())
+    module = mlflow.pytorch.load_model(uri, map_location="cpu")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / (uri.replace(":/", "-").replace("/", "-") + ".ckpt")
+    hparams = dict(module.hparams)
+    hparams["_class_path"] = f"{type(module).__module__}.{type(module).__qualname__}"
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams}
+    checkpoint["pytorch-lightning_version"] = lightning.__version__
+    torch.save(checkpoint, path)
+    return path
 
 
 def run_id_in_checkpoint(path: str | Path) -> str | None:
