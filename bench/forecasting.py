@@ -50,9 +50,16 @@ def lightning_epoch_times(pkg, data_path: Path, epochs: int) -> list[float]:
     model = pkg.forecasting.PriceForecaster()
     timer = EpochTimer()
     trainer = Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0,
-        callbacks=[timer.callback], accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        callbacks=[timer.callback],
+        accelerator="cpu",
     )
     trainer.fit(model, datamodule=data)
     return timer.times
@@ -65,7 +72,9 @@ def plain_epoch_times(pkg, data_path: Path, epochs: int) -> list[float]:
     data = pkg.timeseries.PriceDataModule(path=str(data_path))
     data.setup("fit")
     model = pkg.forecasting.PriceForecaster(
-        horizon=data.hparams.horizon, lookback=data.hparams.lookback, num_features=data.num_features,
+        horizon=data.hparams.horizon,
+        lookback=data.hparams.lookback,
+        num_features=data.num_features,
         target_scale=data.target_scale,
     )
     optimizer = model.configure_optimizers()
@@ -91,8 +100,13 @@ def trained_mase(pkg, data_path: Path, epochs: int) -> tuple[float, float, float
     data = pkg.timeseries.PriceDataModule(path=str(data_path))
     model = pkg.forecasting.PriceForecaster()
     trainer = Trainer(
-        max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        gradient_clip_val=1.0, accelerator="cpu", default_root_dir=str(data_path.parent / "runs"),
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        accelerator="cpu",
+        default_root_dir=str(data_path.parent / "runs"),
     )
     trainer.fit(model, datamodule=data)
     metrics = trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)[0]
@@ -116,8 +130,12 @@ def main() -> None:
         mase, naive, snaive = trained_mase(pkg, data_path, args.epochs)
         lightning = statistics.median(lightning_epoch_times(pkg, data_path, args.timing_epochs)[1:])
         plain = statistics.median(plain_epoch_times(pkg, data_path, args.timing_epochs)[1:])
-    print(f"mase_ratio {mase / naive:.3f}  (model MASE {mase:.3f} / naive MASE {naive:.3f}; seasonal naive {snaive:.3f})")
-    print(f"epoch_time_ratio {lightning / plain:.3f}  (Lightning {lightning:.3f} s/epoch / plain PyTorch {plain:.3f} s/epoch)")
+    print(
+        f"mase_ratio {mase / naive:.3f}  (model MASE {mase:.3f} / naive MASE {naive:.3f}; seasonal naive {snaive:.3f})"
+    )
+    print(
+        f"epoch_time_ratio {lightning / plain:.3f}  (Lightning {lightning:.3f} / plain PyTorch {plain:.3f} s/epoch)"
+    )
 
 
 if __name__ == "__main__":

@@ -52,9 +52,7 @@ class SkipLog:
             raise DataError(f"all {total} {self.what} were bad and skipped: {shown}")
 
 
-def split_by_group(
-    groups: Sequence[Hashable], fractions: Sequence[float], seed: int = 0
-) -> list[list[int]]:
+def split_by_group(groups: Sequence[Hashable], fractions: Sequence[float], seed: int = 0) -> list[list[int]]:
     """Split item indices into parts so that all items of one group land in the same part.
 
     The assignment hashes each group with the seed, so it is deterministic across runs, processes and

@@ -20,7 +20,7 @@ def write_sample(out_dir: Path, seed: int = 0, days: int = 750) -> Path:
     dates = pd.bdate_range("2021-01-04", periods=days)
     t = np.arange(days)
     frames = []
-    for i, (symbol, base) in enumerate(SYMBOLS.items()):
+    for symbol, base in SYMBOLS.items():
         trend = rng.uniform(-0.0004, 0.0008) * t
         weekly = rng.uniform(0.015, 0.03) * np.sin(2 * np.pi * t / 5 + rng.uniform(0, 2 * np.pi))
         monthly = rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * t / 21 + rng.uniform(0, 2 * np.pi))

@@ -126,7 +126,10 @@ class WindowDataset(Dataset):
         s, end = self.windows[index]
         series = self.series[s]
         past_price = series.prices[end - self.lookback : end]
-        item = {"index": torch.tensor(index), "past": _features(past_price, series.covariates[end - self.lookback : end])}
+        item = {
+            "index": torch.tensor(index),
+            "past": _features(past_price, series.covariates[end - self.lookback : end]),
+        }
         item["past_price"] = torch.tensor(past_price, dtype=torch.float32)
         item["last_price"] = torch.tensor(past_price[-1], dtype=torch.float32)
         future = series.prices[end : end + self.horizon]
@@ -222,7 +225,8 @@ class PriceDataModule(LightningDataModule):
         if empty:
             raise DataError(
                 f"{Path(hp.path).name}: no complete {'/'.join(empty)} windows; the series are too short for "
-                f"lookback={hp.lookback}, horizon={hp.horizon} and the split fractions. Use more rows or smaller values."
+                f"lookback={hp.lookback}, horizon={hp.horizon} and the split fractions: use more rows or smaller "
+                "values."
             )
         returns = [np.diff(np.log(s.prices[s.dates.values < val_start])) for s in series]
         self.target_scale = float(np.concatenate(returns).std()) or 1.0  # fitted on the training period only

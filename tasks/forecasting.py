@@ -27,7 +27,9 @@ class RecurrentBackbone(nn.Module):
     def __init__(self, kind: str, num_features: int, hidden_size: int, num_layers: int, dropout: float) -> None:
         super().__init__()
         rnn = nn.LSTM if kind == "lstm" else nn.GRU
-        self.rnn = rnn(num_features, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0)
+        self.rnn = rnn(
+            num_features, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.rnn(x)[0][:, -1]
@@ -217,8 +219,25 @@ class PriceForecaster(LightningModule):
         for i in range(n):
             actual = batch["target_price"][i].cpu()
             frame = {"price" if k == "q50" else f"price_{k}": v[i] for k, v in columns.items()}
-            panels.append((f"window {i}", range(lookback), batch["past_price"][i].cpu(), range(lookback, lookback + len(actual)), frame, actual))
-            rows += [{"window": i, "step": s + 1, "actual": round(float(actual[s]), 4), **{k: round(float(v[s]), 4) for k, v in frame.items()}} for s in range(len(actual))]
+            panels.append(
+                (
+                    f"window {i}",
+                    range(lookback),
+                    batch["past_price"][i].cpu(),
+                    range(lookback, lookback + len(actual)),
+                    frame,
+                    actual,
+                )
+            )
+            rows += [
+                {
+                    "window": i,
+                    "step": s + 1,
+                    "actual": round(float(actual[s]), 4),
+                    **{k: round(float(v[s]), 4) for k, v in frame.items()},
+                }
+                for s in range(len(actual))
+            ]
         epoch = self.current_epoch
         log_table(self.trainer, rows, f"samples/forecast_epoch{epoch:03d}")
         log_figure(self.trainer, _plot(panels, self.quantiles), f"samples/forecast_epoch{epoch:03d}.png")

@@ -45,7 +45,9 @@ def run_cli(project: Path, *args: str, timeout: float = 600, check: bool = True,
         timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -58,7 +60,9 @@ def run_make(project: Path, *targets: str, timeout: float = 900, check: bool = T
         timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+        )
     return result
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PACKAGE, bake, mlflow_runs, project_env, run_make
 
 pytestmark = pytest.mark.slow
@@ -76,8 +75,14 @@ def test_a_crashing_rank_ends_the_whole_job(fproject: Path, tmp_path: Path) -> N
     )
     started = time.monotonic()
     result = run_make(
-        fproject, "train", "TRAINER=ddp", "DEVICES=2", f"ARGS={QUICK} --trainer.callbacks+=crash.CrashOnRank1",
-        check=False, timeout=300, PYTHONPATH=str(tmp_path),
+        fproject,
+        "train",
+        "TRAINER=ddp",
+        "DEVICES=2",
+        f"ARGS={QUICK} --trainer.callbacks+=crash.CrashOnRank1",
+        check=False,
+        timeout=300,
+        PYTHONPATH=str(tmp_path),
     )
     assert result.returncode != 0
     assert "injected failure on rank 1" in result.stderr
@@ -86,9 +91,20 @@ def test_a_crashing_rank_ends_the_whole_job(fproject: Path, tmp_path: Path) -> N
 
 def start_training(project: Path, epochs: int, log: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", PACKAGE, "fit", "--config", "configs/forecasting.yaml", "--test_after_fit", "false"]
-    args += ["--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
+    args += [
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+    ]
     return subprocess.Popen(
-        args, cwd=project, env=project_env(project), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        args,
+        cwd=project,
+        env=project_env(project),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -115,7 +131,9 @@ def test_resume_after_sigkill_continues_the_same_run(fproject: Path, tmp_path: P
         os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=60)
-    run_make(fproject, "resume", "ARGS=--trainer.max_epochs 3 --trainer.enable_progress_bar false --test_after_fit false")
+    run_make(
+        fproject, "resume", "ARGS=--trainer.max_epochs 3 --trainer.enable_progress_bar false --test_after_fit false"
+    )
     runs = mlflow_runs(fproject, "forecasting")
     assert len(runs) == 1, "resuming must continue the run, not start a second one"
     run = runs[0]

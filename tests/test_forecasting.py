@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import mlflow_runs, run_cli, run_make
 
 EPOCHS = 4
@@ -61,10 +60,23 @@ def test_wide_file_with_covariate(timeseries, tmp_path):
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     path = write(
         tmp_path / "AAPL.csv",
-        {"Date": days(n), "Open": close, "High": close, "Low": close, "Close": close, "Volume": rng.integers(1e5, 1e6, n)},
+        {
+            "Date": days(n),
+            "Open": close,
+            "High": close,
+            "Low": close,
+            "Close": close,
+            "Volume": rng.integers(1e5, 1e6, n),
+        },
     )
     data = timeseries.PriceDataModule(
-        path=str(path), date_column="Date", target="Close", series_column=None, covariates=["Volume"], lookback=20, horizon=5
+        path=str(path),
+        date_column="Date",
+        target="Close",
+        series_column=None,
+        covariates=["Volume"],
+        lookback=20,
+        horizon=5,
     )
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
@@ -83,20 +95,34 @@ def test_parquet_is_read(timeseries, sample_prices, tmp_path):
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ({"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-13-01", "2024-01-03"], "price": [1, 2, 3]},
-         r"prices.csv row 3: date '2024-13-01' is not a date"),
-        ({"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-02"], "price": [1, 2, 3]},
-         r"prices.csv rows \[3, 4\]: date 2024-01-02 appears more than once in series 'A'"),
-        ({"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, "1,5", 3]},
-         r"prices.csv row 3: price '1,5' is not a number"),
-        ({"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, -2, 3]},
-         r"prices.csv row 3: price -2.0 is not a positive price"),
-        ({"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, None, 3]},
-         r"prices.csv row 3: price is empty. Fill it in, or set data.missing: ffill"),
-        ({"ticker": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, 2, 3]},
-         r"prices.csv: column\(s\) \['symbol'\] not found; the file has \['ticker', 'date', 'price'\]"),
-        ({"symbol": ["A"] * 30, "date": days(30), "price": np.linspace(1, 2, 30)},
-         r"prices.csv: series A \(30 rows\) shorter than lookback \+ horizon = 50 rows"),
+        (
+            {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-13-01", "2024-01-03"], "price": [1, 2, 3]},
+            r"prices.csv row 3: date '2024-13-01' is not a date",
+        ),
+        (
+            {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-02"], "price": [1, 2, 3]},
+            r"prices.csv rows \[3, 4\]: date 2024-01-02 appears more than once in series 'A'",
+        ),
+        (
+            {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, "1,5", 3]},
+            r"prices.csv row 3: price '1,5' is not a number",
+        ),
+        (
+            {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, -2, 3]},
+            r"prices.csv row 3: price -2.0 is not a positive price",
+        ),
+        (
+            {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, None, 3]},
+            r"prices.csv row 3: price is empty. Fill it in, or set data.missing: ffill",
+        ),
+        (
+            {"ticker": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, 2, 3]},
+            r"prices.csv: column\(s\) \['symbol'\] not found; the file has \['ticker', 'date', 'price'\]",
+        ),
+        (
+            {"symbol": ["A"] * 30, "date": days(30), "price": np.linspace(1, 2, 30)},
+            r"prices.csv: series A \(30 rows\) shorter than lookback \+ horizon = 50 rows",
+        ),
     ],
     ids=["bad-date", "duplicate-date", "not-a-number", "negative", "empty", "missing-column", "too-short"],
 )
@@ -134,7 +160,9 @@ def test_bad_file_through_the_cli_is_a_clear_error_not_a_traceback(project, tmp_
 @pytest.fixture(scope="module")
 def trained(project: Path, sample_prices: Path):
     """One short training through `make train`, shared by the tests that inspect its results."""
-    run_make(project, "train", "TASK=forecasting", f"ARGS=--trainer.max_epochs {EPOCHS} --trainer.enable_progress_bar false")
+    run_make(
+        project, "train", "TASK=forecasting", f"ARGS=--trainer.max_epochs {EPOCHS} --trainer.enable_progress_bar false"
+    )
     return mlflow_runs(project, "forecasting")[0]
 
 

@@ -7,13 +7,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import bake, project_env, run_make
 
 
 def test_make_help_lists_the_targets(project: Path) -> None:
     out = run_make(project, "help").stdout
-    for target in ("install", "train", "resume", "test", "predict", "mlflow-ui", "mlflow-server", "lint", "sample-data"):
+    for target in (
+        "install",
+        "train",
+        "resume",
+        "test",
+        "predict",
+        "mlflow-ui",
+        "mlflow-server",
+        "lint",
+        "sample-data",
+    ):
         assert f"make {target} " in out
     assert "tasks: captioning forecasting transcription (TASK=captioning by default)" in out
 
@@ -21,7 +30,9 @@ def test_make_help_lists_the_targets(project: Path) -> None:
 def test_make_rejects_an_unknown_task_and_a_missing_input(project: Path) -> None:
     result = run_make(project, "train", "TASK=translation", check=False)
     assert result.returncode != 0
-    assert "TASK=translation is not in this project; choose one of: captioning forecasting transcription" in result.stderr
+    assert (
+        "TASK=translation is not in this project; choose one of: captioning forecasting transcription" in result.stderr
+    )
     result = run_make(project, "predict", "TASK=forecasting", check=False)
     assert result.returncode != 0
     assert "ERROR: set INPUT" in result.stderr
@@ -42,14 +53,28 @@ def test_make_install_from_scratch_then_train(tmp_path: Path) -> None:
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     python = project / ".venv" / "bin" / "python"
     versions = subprocess.run(
-        [python, "-c", "import torch, torchvision, torchaudio, lightning, mlflow; "
-         "print(torch.__version__, torchvision.__version__, torchaudio.__version__, lightning.__version__)"],
-        capture_output=True, text=True, check=True,
+        [
+            python,
+            "-c",
+            "import torch, torchvision, torchaudio, lightning, mlflow; "
+            "print(torch.__version__, torchvision.__version__, torchaudio.__version__, lightning.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert versions.startswith("2.11.0") and " 0.26.0" in versions and " 2.6." in versions
     train = subprocess.run(
-        ["make", "train", "ARGS=--trainer.max_epochs 1 --trainer.limit_train_batches 5 --trainer.enable_progress_bar false"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=900,
+        [
+            "make",
+            "train",
+            "ARGS=--trainer.max_epochs 1 --trainer.limit_train_batches 5 --trainer.enable_progress_bar false",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert train.returncode == 0, train.stderr[-3000:]
     assert (project / "mlflow.db").exists()

@@ -26,9 +26,9 @@ def test_sample_prices_make_leak_free_windows(sample_path) -> None:
 
 def test_a_bad_price_is_named_by_row(tmp_path: Path) -> None:
     path = tmp_path / "prices.csv"
-    pd.DataFrame({"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, "n/a", 2]}).to_csv(
-        path, index=False
-    )
+    pd.DataFrame(
+        {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, "n/a", 2]}
+    ).to_csv(path, index=False)
     with pytest.raises(DataError, match=r"prices.csv row 3: price 'n/a' is not a number"):
         PriceDataModule(path=str(path)).setup("fit")
 
@@ -37,9 +37,29 @@ def test_fit_then_predict(sample_path, tmp_path: Path) -> None:
     prices = sample_path("forecasting")
     config = str(PROJECT / "configs" / "forecasting.yaml")
     quick = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2"]
-    run_cli(tmp_path, "fit", "--config", config, "--data.path", str(prices), *quick, "--trainer.enable_progress_bar", "false")
-    run_cli(tmp_path, "predict", "--config", config, "--ckpt_path", "best", "--data.predict_path", str(prices),
-            "--trainer.logger", "false")
+    run_cli(
+        tmp_path,
+        "fit",
+        "--config",
+        config,
+        "--data.path",
+        str(prices),
+        *quick,
+        "--trainer.enable_progress_bar",
+        "false",
+    )
+    run_cli(
+        tmp_path,
+        "predict",
+        "--config",
+        config,
+        "--ckpt_path",
+        "best",
+        "--data.predict_path",
+        str(prices),
+        "--trainer.logger",
+        "false",
+    )
     forecast = pd.read_csv(tmp_path / "predictions" / "forecasting.csv")
     series = pd.read_csv(prices)["symbol"].nunique()
     assert len(forecast) == series * 10

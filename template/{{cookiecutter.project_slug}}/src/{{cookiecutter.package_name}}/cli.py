@@ -25,7 +25,6 @@ from .datamodules.common import DataError
 from .predict import PredictionWriter
 from .tracking import (
     LogConfigToMLflow,
-    MLflowTracker,
     RunLifecycle,
     TrackingUnavailable,
     checkpoint_from_model_uri,

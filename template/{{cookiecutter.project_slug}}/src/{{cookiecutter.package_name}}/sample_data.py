@@ -1,4 +1,4 @@
-"""Offline sample data for each task of this project: ``python -m {{ cookiecutter.package_name }}.sample_data [TASK ...]``.
+"""Offline sample data for each task: ``python -m {{ cookiecutter.package_name }}.sample_data [TASK ...]``.
 
 Each generator writes files in the same format users bring, so swapping in real data means changing
 ``data.path`` in ``configs/<task>.yaml`` and nothing else.

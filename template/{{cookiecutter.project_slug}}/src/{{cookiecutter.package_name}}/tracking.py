@@ -136,7 +136,10 @@ class _MetricSender:
         with open(fallback_csv, "a", newline="") as f:
             csv.writer(f).writerows(self.pending)
         log.error(
-            "could not send %d metrics to MLflow (%s); they are saved in %s", len(self.pending), self.error, fallback_csv
+            "could not send %d metrics to MLflow (%s); they are saved in %s",
+            len(self.pending),
+            self.error,
+            fallback_csv,
         )
 
 
@@ -313,7 +316,10 @@ class MLflowTracker(Logger):
                     name="model",
                     serialization_format="pickle",  # loads back as the LightningModule, hyper-parameters included
                     input_example=None if example is None else example.cpu().numpy(),
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"lightning=={lightning.__version__}"],
+                    pip_requirements=[
+                        f"torch=={torch.__version__.split('+')[0]}",
+                        f"lightning=={lightning.__version__}",
+                    ],
                 )
         except Exception as error:  # a model that cannot be pickled must not fail a finished training
             log.warning("could not log the model to MLflow: %s", error)
@@ -350,9 +356,7 @@ def log_artifact(trainer: Trainer, local_path: str | Path, artifact_path: str | 
 
 
 @rank_zero_only
-def log_table(
-    trainer: Trainer, rows: list[dict[str, Any]], name: str, images: dict[int, str] | None = None
-) -> None:
+def log_table(trainer: Trainer, rows: list[dict[str, Any]], name: str, images: dict[int, str] | None = None) -> None:
     """Log sample predictions as ``<name>.csv`` and ``<name>.html``, readable in the MLflow UI.
 
     ``images`` maps a row index to the artifact-relative path of an image shown in that row's HTML.
