@@ -240,7 +240,9 @@ class MLflowTracker(Logger):
                 experiment_id = experiment.experiment_id
                 if experiment.lifecycle_stage == "deleted":
                     client.restore_experiment(experiment_id)
-            run = client.create_run(experiment_id, tags=resolve_tags(self.tags), run_name=self.run_name)
+            # A name of our own: MLflow draws its names from `random`, which seed_everything made repeat.
+            name = self.run_name or f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            run = client.create_run(experiment_id, tags=resolve_tags(self.tags), run_name=name)
             self._run_id = run.info.run_id
         self._client = client
         if self.system_metrics:
