@@ -38,14 +38,40 @@ def test_unknown_image_id_is_named(sample_path, tmp_path):
 
 def test_tiny_training_then_predict(sample_path, tmp_path):
     path = str(sample_path("captioning"))
-    run_cli(tmp_path, "fit", "--config", CONFIG, "--data.path", path, "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1")
+    run_cli(
+        tmp_path,
+        "fit",
+        "--config",
+        CONFIG,
+        "--data.path",
+        path,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.limit_test_batches",
+        "1",
+    )
     images = tmp_path / "images"
     images.mkdir()
     for name in ("00000.png", "00001.png"):
         shutil.copy(sample_path("captioning").parent / "images" / name, images / name)
     Image.new("L", (17, 9), 128).save(images / "gray.png")
-    run_cli(tmp_path, "predict", "--config", CONFIG, "--data.path", path, "--ckpt_path", "last",
-            "--data.predict_path", str(images), "--trainer.logger", "false")
+    run_cli(
+        tmp_path,
+        "predict",
+        "--config",
+        CONFIG,
+        "--data.path",
+        path,
+        "--ckpt_path",
+        "last",
+        "--data.predict_path",
+        str(images),
+        "--trainer.logger",
+        "false",
+    )
     rows = pd.read_csv(tmp_path / "predictions" / "captioning.csv")
     assert len(rows) == 3 and set(rows.columns) == {"file", "caption"}
