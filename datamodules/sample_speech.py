@@ -109,7 +109,7 @@ def trim_silence(samples: np.ndarray, threshold: int = 200, margin: int = 2205) 
     return samples[max(0, loud[0] - margin) : loud[-1] + margin]
 
 
-def write_sample(out_dir: Path, seed: int = 0, speakers: int = 32, utterances: int = 12) -> Path:
+def write_sample(out_dir: Path, seed: int = 0, speakers: int = 40, utterances: int = 12) -> Path:
     """Write ``speakers`` x ``utterances`` synthesized utterances as a LibriSpeech folder; return its root."""
     rng = random.Random(seed)
     root = Path(out_dir)

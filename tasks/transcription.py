@@ -136,8 +136,16 @@ class SpeechTranscriber(LightningModule):
         log_probs, lengths = self(batch)
         loss = self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"])
         size = len(batch["text"])
-        self.log(f"{stage}/loss", loss, batch_size=size, sync_dist=stage != "train", prog_bar=True,
-                 on_step=stage == "train", on_epoch=True)  # fmt: skip
+        train = stage == "train"  # per step in training (one name, "train/loss"), per epoch otherwise
+        self.log(
+            f"{stage}/loss",
+            loss,
+            batch_size=size,
+            sync_dist=not train,
+            prog_bar=True,
+            on_step=train,
+            on_epoch=not train,
+        )
         if stage != "train":
             hyps = self.decode(log_probs, lengths)
             metrics = self.metrics[stage]
