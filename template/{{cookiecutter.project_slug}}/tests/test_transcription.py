@@ -31,7 +31,7 @@ def test_empty_audio_is_named(sample_path, tmp_path):
     data = tmp_path / "speech"
     shutil.copytree(sample_path("transcription"), data)
     victim = sorted(data.rglob("*.flac"))[3]
-    sf.write(victim, np.zeros(0, dtype="float32"), 16000)
+    sf.write(victim, np.zeros(0, dtype="float32"), 16000, format="WAV")  # a valid header and no samples
     with pytest.raises(DataError, match=rf"{victim.name}: empty audio"):
         SpeechDataModule(str(data)).setup("fit")
 
@@ -46,7 +46,7 @@ def test_tiny_training_then_predict(sample_path, tmp_path):
     audio.mkdir()
     for file in sorted(sample_path("transcription").rglob("*.flac"))[:2]:
         shutil.copy(file, audio / file.name)
-    run_cli(tmp_path, "predict", "--config", CONFIG, "--data.path", path, "--ckpt_path", "last",
-            "--data.predict_path", str(audio), "--trainer.logger", "false")
+    predict = ["--ckpt_path", "last", "--data.predict_path", str(audio), "--trainer.logger", "false"]
+    run_cli(tmp_path, "predict", "--config", CONFIG, "--data.path", path, *predict)
     rows = pd.read_csv(tmp_path / "predictions" / "transcription.csv")
     assert len(rows) == 2 and set(rows.columns) == {"file", "transcript"}
