@@ -211,7 +211,8 @@ class ImageCaptioner(LightningModule):
         return [self._text(row) for row in seqs[best].tolist()]
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        tokens, size = batch["tokens"], batch["tokens"].shape[0]
+        tokens = batch["tokens"][:, : self.hparams.max_length + 2]  # <bos>, max_length words, <eos>
+        size = tokens.shape[0]
         memory = self.encode(batch["image"])
         logits = self.decoder(memory, tokens[:, :-1])
         loss = F.cross_entropy(
