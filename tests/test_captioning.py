@@ -136,7 +136,7 @@ def test_missing_image_root_and_format_are_explained(images, small_coco, tmp_pat
 @pytest.fixture(scope="module")
 def trained(project, package):
     """A short training on the sample data via the CLI, as a user runs it; returns its MLflow run."""
-    package.sample_data.write("captioning", project / "data" / "sample")
+    importlib.import_module(f"{package.__name__}.sample_data").write("captioning", project / "data" / "sample")
     run_cli(
         project,
         "fit",
