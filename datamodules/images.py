@@ -211,10 +211,12 @@ class ImageCaptionDataModule(LightningDataModule):
             out = []
             for i, ann in enumerate(annotations):
                 where = f"{path.name} annotations[{i}]"
-                if ann.get("image_id") not in names:
+                if not isinstance(ann, dict):
+                    skips.bad(f"{where}: not an object with image_id and caption")
+                elif ann.get("image_id") not in names:
                     skips.bad(f"{where}: image_id {ann.get('image_id')!r} is not in 'images'")
-                    continue
-                out.append((names[ann["image_id"]], str(ann.get("caption") or ""), where))
+                else:
+                    out.append((names[ann["image_id"]], str(ann.get("caption") or ""), where))
             return out
         if fmt == "csv":
             with open(path, newline="") as f:
