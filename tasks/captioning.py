@@ -55,7 +55,7 @@ def build_encoder(name: str, pretrained: bool, weights_path: str | None) -> tupl
         if weights_path:
             try:
                 model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-            except (OSError, RuntimeError) as error:
+            except Exception as error:  # missing, not a checkpoint, or weights of another architecture
                 raise DataError(f"cannot load {name} weights from {weights_path!r}: {error}") from None
         # torchvision classifiers keep their conv trunk in .features (MobileNet, EfficientNet, ConvNeXt, VGG)
         # or as every child before pooling and the classifier (ResNet, RegNet)

@@ -225,3 +225,29 @@ def test_predict_captions_images_of_any_mode_and_size(project, trained, tmp_path
         check=False,
     )
     assert failed.returncode != 0 and "broken.png' is not a readable image" in failed.stderr
+
+
+def test_encoder_weights_file_freezing_and_decoding(package, tmp_path):
+    import torch
+    import torchvision
+
+    captioning = importlib.import_module(f"{package.__name__}.tasks.captioning")
+    weights = torchvision.models.resnet18().state_dict()
+    torch.save(weights, tmp_path / "resnet18.pth")
+    vocab = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]
+    model = captioning.ImageCaptioner(
+        vocab=vocab, encoder="resnet18", weights_path=str(tmp_path / "resnet18.pth"), freeze_encoder=True, d_model=32
+    )
+    assert torch.equal(model.encoder[0].weight, weights["conv1.weight"])
+    model.train()
+    assert not model.encoder.training and not any(p.requires_grad for p in model.encoder.parameters())
+    assert model.decoder.training and all(p.requires_grad for p in model.decoder.parameters())
+    memory = model.eval().encode(torch.randn(2, 3, 64, 64))
+    for beam in (1, 3):
+        captions = model.generate(memory, beam_size=beam)
+        assert len(captions) == 2 and all(set(c.split()) <= set(vocab[3:]) for c in captions)
+    (tmp_path / "bad.pth").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="cannot load resnet18 weights from"):
+        captioning.ImageCaptioner(vocab=vocab, encoder="resnet18", weights_path=str(tmp_path / "bad.pth"))
+    with pytest.raises(ValueError, match="unknown encoder 'resnet9000'"):
+        captioning.ImageCaptioner(vocab=vocab, encoder="resnet9000")
