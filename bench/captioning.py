@@ -122,8 +122,10 @@ def bleu_after(
     # as many epochs as fit the budget, so the learning-rate schedule completes (validation costs ~15 %)
     epochs = max(1, math.floor(minutes * 60 / (epoch_s * 1.15)))
     L.seed_everything(42)
-    best = ModelCheckpoint(monitor="val/bleu4", mode="max", dirpath=tempfile.mkdtemp())
+    root = tempfile.mkdtemp()  # checkpoints and sample tables (written there without a logger)
+    best = ModelCheckpoint(monitor="val/bleu4", mode="max", dirpath=root)
     trainer = L.Trainer(
+        default_root_dir=root,
         max_epochs=epochs,
         max_time={"minutes": minutes},
         logger=False,
