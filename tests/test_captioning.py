@@ -16,6 +16,9 @@ from conftest import mlflow_runs, run_cli
 from PIL import Image
 
 CONFIG = "configs/captioning.yaml"
+# One intra-op thread per training process: on a shared 2-core runner two threads oversubscribe the CPU, which
+# made an epoch 2x slower in bench/captioning.py (small tensors, many ops).
+THREADS = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +152,7 @@ def trained(project, package):
         "--model.beam_size",
         "2",
         timeout=400,
+        **THREADS,
     )
     return mlflow_runs(project, "captioning")[0]
 
