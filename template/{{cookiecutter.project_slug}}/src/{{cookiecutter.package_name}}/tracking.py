@@ -230,8 +230,8 @@ class MLflowTracker(Logger):
             experiment = client.get_experiment_by_name(self.name)
             if experiment is None:
                 location = None
-                if uri.startswith(SQLITE):
-                    location = (project_root() / "mlartifacts" / self.name).as_uri()
+                if uri.startswith(SQLITE):  # artifacts beside the database, wherever it is
+                    location = (Path(uri[len(SQLITE) :]).parent / "mlartifacts" / self.name).as_uri()
                 try:
                     experiment_id = client.create_experiment(self.name, artifact_location=location)
                 except MlflowException:  # another process created it first
