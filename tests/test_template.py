@@ -136,9 +136,9 @@ def test_bake_with_pytest_cookies(cookies) -> None:
 def test_generated_project_is_ruff_clean(project: Path) -> None:
     ruff = VENV / "bin" / "ruff"
     config = ["--config", str(project / "pyproject.toml")]
-    check = subprocess.run([ruff, "check", *config, str(project)], capture_output=True, text=True)
+    check = subprocess.run([ruff, "check", *config, "."], capture_output=True, text=True, cwd=project)
     assert check.returncode == 0, check.stdout
-    fmt = subprocess.run([ruff, "format", "--check", *config, str(project)], capture_output=True, text=True)
+    fmt = subprocess.run([ruff, "format", "--check", *config, "."], capture_output=True, text=True, cwd=project)
     assert fmt.returncode == 0, fmt.stdout
 
 

@@ -285,6 +285,8 @@ class MLflowTracker(Logger):
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self._checkpoint_callback = checkpoint_callback
+        if self._sender is not None:
+            self._sender.wake.set()  # send the metrics up to this checkpoint now: resuming starts from it
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
