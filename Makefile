@@ -20,10 +20,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv with the generated projects' dependencies and the test tools
 
+# The demo project runs in .venv (it has every task's dependencies) through its Makefile's VENV variable.
 demo: venv ## Bake a project with every task, train each briefly on its sample data, list the MLflow runs
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	$(VENV)/bin/cookiecutter --no-input --output-dir $(DEMO_DIR) . project_name="Demo Project"
-	$(PYTHON) -m pip install --quiet --no-deps -e $(DEMO_DIR)/demo-project
 	for task in $$(make -s -C $(DEMO_DIR)/demo-project print-tasks); do \
 		$(MAKE) -C $(DEMO_DIR)/demo-project VENV=$(abspath $(VENV)) train TASK=$$task ARGS="$(DEMO_ARGS)" || exit 1; \
 	done
