@@ -34,36 +34,32 @@ def project_env(project: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(project: Path, *args: str, timeout: float = 600, check: bool = True, **env: str):
-    """Run ``python -m demo_project ARGS`` in the project, as a user would (a subprocess)."""
+def _run(command: list[str], project: Path, timeout: float, check: bool, env: dict[str, str]):
     result = subprocess.run(
-        [sys.executable, "-m", PACKAGE, *args],
-        cwd=project,
-        env=project_env(project, **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        command, cwd=project, env=project_env(project, **env), capture_output=True, text=True, timeout=timeout
     )
     if check and result.returncode != 0:
         raise AssertionError(
             f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
         )
     return result
+
+
+def run_cli(project: Path, *args: str, timeout: float = 600, check: bool = True, **env: str):
+    """Run ``python -m demo_project ARGS`` in the project, as a user would (a subprocess)."""
+    return _run([sys.executable, "-m", PACKAGE, *args], project, timeout, check, env)
 
 
 def run_make(project: Path, *targets: str, timeout: float = 900, check: bool = True, **env: str):
-    result = subprocess.run(
-        ["make", "-C", str(project), f"VENV={VENV}", *targets],
-        env=project_env(project, **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
-        )
-    return result
+    """Run ``make TARGETS`` in the project with this test environment as its VENV."""
+    return _run(["make", "-C", str(project), f"VENV={VENV}", *targets], project, timeout, check, env)
+
+
+def forecasting_project(output_dir: Path) -> Path:
+    """A project with only the (fastest) forecasting task and its sample data, and no tracking store yet."""
+    project = bake(output_dir, image_captioning=False, speech_transcription=False)
+    _run([sys.executable, "-m", f"{PACKAGE}.sample_data", "forecasting"], project, 120, True, {})
+    return project
 
 
 def mlflow_runs(project: Path, experiment: str) -> list:

@@ -194,40 +194,15 @@ def test_predict_captions_images_of_any_mode_and_size(project, trained, tmp_path
     scene.save(folder / "bitmap.bmp")
     Image.new("I;16", (40, 30), 3000).save(folder / "deep.png")
     out = tmp_path / "predictions"
-    run_cli(
-        project,
-        "predict",
-        "--config",
-        CONFIG,
-        "--ckpt_path",
-        "best",
-        "--data.predict_path",
-        str(folder),
-        "--trainer.logger",
-        "false",
-        "--predictions.output_dir",
-        str(out),
-    )
+    predict = ["predict", "--config", CONFIG, "--ckpt_path", "best", "--data.predict_path", str(folder)]
+    predict += ["--trainer.logger", "false", "--predictions.output_dir", str(out)]
+    run_cli(project, *predict)
     rows = pd.read_csv(out / "captioning.csv")
     assert sorted(Path(f).name for f in rows["file"]) == sorted(p.name for p in folder.iterdir())
     assert rows["caption"].str.split().str.len().min() >= 2  # words, not empty strings
 
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    failed = run_cli(
-        project,
-        "predict",
-        "--config",
-        CONFIG,
-        "--ckpt_path",
-        "best",
-        "--data.predict_path",
-        str(folder),
-        "--trainer.logger",
-        "false",
-        "--predictions.output_dir",
-        str(out),
-        check=False,
-    )
+    failed = run_cli(project, *predict, check=False)
     assert failed.returncode != 0 and "broken.png' is not a readable image" in failed.stderr
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE, bake, project_env, run_make
+from conftest import PACKAGE, forecasting_project, project_env, run_make
 
 pytestmark = pytest.mark.slow
 QUICK = "--trainer.max_epochs 1 --trainer.enable_progress_bar false --trainer.accelerator cpu --test_after_fit false"
@@ -21,9 +21,7 @@ QUICK = "--trainer.max_epochs 1 --trainer.enable_progress_bar false --trainer.ac
 @pytest.fixture(scope="module")
 def fproject(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A forecasting-only project with its sample data, for trainings that must not share a store."""
-    project = bake(tmp_path_factory.mktemp("dist"), image_captioning=False, speech_transcription=False)
-    run_make(project, "sample-data")
-    return project
+    return forecasting_project(tmp_path_factory.mktemp("dist"))
 
 
 class Store:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import PACKAGE, VENV, bake, project_env, run_cli
+from conftest import PACKAGE, VENV, forecasting_project, project_env, run_cli
 
 TINY = [
     "--config", "configs/forecasting.yaml",
@@ -58,18 +58,7 @@ def stop_group(process: subprocess.Popen, timeout_s: float = 30) -> None:
 @pytest.fixture(scope="module")
 def team_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A forecasting project of this module's own, so its stores hold only the runs these tests make."""
-    project = bake(
-        tmp_path_factory.mktemp("team"), price_forecasting=True, image_captioning=False, speech_transcription=False
-    )
-    subprocess.run(
-        [sys.executable, "-m", f"{PACKAGE}.sample_data", "forecasting"],
-        cwd=project,
-        env=project_env(project),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return project
+    return forecasting_project(tmp_path_factory.mktemp("team"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE, VENV, bake, mlflow_runs, project_env, run_cli
+from conftest import VENV, forecasting_project, mlflow_runs, project_env, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -28,17 +28,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A forecasting project with exactly one finished run."""
-    project = bake(
-        tmp_path_factory.mktemp("ui"), price_forecasting=True, image_captioning=False, speech_transcription=False
-    )
-    subprocess.run(
-        [sys.executable, "-m", f"{PACKAGE}.sample_data", "forecasting"],
-        cwd=project,
-        env=project_env(project),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    project = forecasting_project(tmp_path_factory.mktemp("ui"))
     run_cli(project, "fit", *TINY)
     (run,) = mlflow_runs(project, "forecasting")
     assert run.info.status == "FINISHED"

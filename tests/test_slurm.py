@@ -11,13 +11,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE, VENV, bake, mlflow_runs, project_env, run_make
+from conftest import VENV, forecasting_project, mlflow_runs, project_env, run_make
 
 START_CLUSTER = Path(__file__).parent / "slurm" / "start_cluster.sh"
 TINY = (
@@ -105,15 +104,7 @@ def assert_one_finished_run(project: Path, fields: dict[str, str], output: Path)
 @pytest.fixture
 def fresh_project(tmp_path: Path) -> Path:
     """A project of its own, so its mlflow.db does not exist yet when the job starts."""
-    project = bake(tmp_path, price_forecasting=True, image_captioning=False, speech_transcription=False)
-    subprocess.run(
-        [sys.executable, "-m", f"{PACKAGE}.sample_data", "forecasting"],
-        cwd=project,
-        env=project_env(project),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    project = forecasting_project(tmp_path)
     assert not (project / "mlflow.db").exists()
     return project
 
