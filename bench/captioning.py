@@ -20,16 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from cookiecutter.main import cookiecutter
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import PACKAGE, bake  # noqa: E402
+
 TASKS = {"image_captioning": True, "price_forecasting": False, "speech_transcription": False}
-
-
-def bake(out: Path) -> Path:
-    project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(out), extra_context=TASKS))
-    sys.path.insert(0, str(project / "src"))
-    return project
 
 
 def config(project: Path) -> tuple[dict, dict]:
@@ -148,12 +143,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
-        project = bake(Path(tmp))
-        package = (
-            "demo_project"
-            if (project / "src" / "demo_project").exists()
-            else next(p.name for p in (project / "src").iterdir() if (p / "tasks").is_dir())
-        )
+        project = bake(Path(tmp), **TASKS)
+        sys.path.insert(0, str(project / "src"))
+        package = PACKAGE
         images = importlib.import_module(f"{package}.datamodules.images")
         sample = importlib.import_module(f"{package}.datamodules.sample_images")
         start = time.perf_counter()

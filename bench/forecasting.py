@@ -133,9 +133,7 @@ def main() -> None:
     print(
         f"mase_ratio {mase / naive:.3f}  (model MASE {mase:.3f} / naive MASE {naive:.3f}; seasonal naive {snaive:.3f})"
     )
-    print(
-        f"epoch_time_ratio {lightning / plain:.3f}  (Lightning {lightning:.3f} / plain PyTorch {plain:.3f} s/epoch)"
-    )
+    print(f"epoch_time_ratio {lightning / plain:.3f}  (Lightning {lightning:.3f} / plain PyTorch {plain:.3f} s/epoch)")
 
 
 if __name__ == "__main__":

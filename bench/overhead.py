@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cookiecutter.main import cookiecutter
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import bake  # noqa: E402
+
 TASKS = {"image_captioning": False, "price_forecasting": True, "speech_transcription": False}
 PACKAGE = "bench_project"
 CLIP = 1.0  # configs/forecasting.yaml: trainer.gradient_clip_val
 
 
-def bake(out: Path) -> Path:
-    context = {**TASKS, "project_name": "Bench Project", "package_name": PACKAGE}
-    project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(out), extra_context=context))
+def bake_project(out: Path) -> Path:
+    project = bake(out, **TASKS, project_name="Bench Project", package_name=PACKAGE)
     sys.path.insert(0, str(project / "src"))
     return project
 
@@ -124,7 +124,7 @@ def main() -> None:
     torch.set_num_threads(1)  # what each DDP rank gets on a small machine; and less noise from other processes
 
     with tempfile.TemporaryDirectory() as tmp:
-        project = bake(Path(tmp))
+        project = bake_project(Path(tmp))
         tracking = importlib.import_module(f"{PACKAGE}.tracking")
         store = f"sqlite:///{Path(tmp) / 'bench.db'}"
         tracking.prepare_store(store)

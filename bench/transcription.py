@@ -18,17 +18,12 @@ import soundfile as sf
 import torch
 import torchaudio
 import yaml
-from cookiecutter.main import cookiecutter
 from lightning.pytorch import Trainer, seed_everything
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import PACKAGE, bake  # noqa: E402
+
 TASKS = {"image_captioning": False, "price_forecasting": False, "speech_transcription": True}
-
-
-def bake(out: Path) -> Path:
-    project = Path(cookiecutter(str(REPO), no_input=True, output_dir=str(out), extra_context=TASKS))
-    sys.path.insert(0, str(project / "src"))
-    return project
 
 
 def config(project: Path) -> tuple[dict, dict, dict]:
@@ -65,8 +60,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # per-op work is small; on 2 busy cores more threads spin-wait
     with tempfile.TemporaryDirectory() as tmp:
-        project = bake(Path(tmp))
-        package = project.name.replace("-", "_")
+        project = bake(Path(tmp), **TASKS)
+        sys.path.insert(0, str(project / "src"))
+        package = PACKAGE
         audio = importlib.import_module(f"{package}.datamodules.audio")
         speech = importlib.import_module(f"{package}.datamodules.sample_speech")
         task = importlib.import_module(f"{package}.tasks.transcription")
