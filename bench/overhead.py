@@ -1,13 +1,14 @@
 """Trainer overhead benchmark: python bench/overhead.py [--epochs N] [--repeats R]
 
-Seconds per training epoch of a baked project's PriceForecaster + PriceDataModule on its sample data, three ways,
-on the same model, batches and optimizer, in this process:
-  plain     a PyTorch loop: forward, loss, backward, gradient clipping, AdamW step;
-  nolog     the generated project's Lightning Trainer with logger=False;
-  mlflow    the same Trainer with the project's MLflowTracker logging train/loss every step (log_every_n_steps=1).
-Each variant runs ``epochs`` epochs per repeat (the first one is warm-up and not counted); the variants are
-interleaved across repeats so that load from other processes hits them alike, and medians are compared, in wall
-time and in CPU time of the process (steadier on a busy machine; it includes the logger's background threads).
+Seconds per training epoch of a baked project's PriceForecaster + PriceDataModule on its sample data:
+  mlflow    the generated project's Lightning Trainer with its MLflowTracker and TrainLoss callback logging
+            train/loss every step (log_every_n_steps=1);
+  nolog     the same Trainer with logger=False (TrainLoss still reads the losses);
+  plain     a PyTorch loop on its own copy of the model: forward, loss, backward, gradient clipping, AdamW step.
+This machine's speed drifts by 10-20% from minute to minute (a shared VM), more than the effect measured, so the
+runs are paired: after every Lightning training epoch, a callback (outside the timed span) runs one plain epoch
+on the same data. Each ratio is the median over epochs of Lightning epoch / the plain epoch next to it; the first
+epoch of each run is warm-up. Times are wall and CPU time of the process (it includes the logger's threads).
 Prints one line per figure; the goal is <= 1.05 for both mlflow/plain and mlflow/nolog.
 """
 
@@ -64,39 +65,40 @@ def since(start: tuple[float, float]) -> tuple[float, float]:
     return wall - start[0], cpu - start[1]
 
 
-def plain_epochs(model: Any, data: Any, epochs: int) -> list[tuple[float, float]]:
-    """Seconds per epoch of a hand-written loop doing the same work as Lightning's training step."""
-    optimizer = model.configure_optimizers()
-    loader = data.train_dataloader()
+def plain_epoch(model: Any, optimizer: torch.optim.Optimizer, loader: Any) -> tuple[float, float]:
+    """Seconds of one epoch of a hand-written loop doing the same work as Lightning's training step."""
     model.train()
-    times = []
-    for _ in range(epochs):
-        start = clocks()
-        for batch in loader:
-            loss = model._loss(model(batch["past"]), batch["target"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-            optimizer.step()
-        times.append(since(start))
-    return times
+    start = clocks()
+    for batch in loader:
+        loss = model._loss(model(batch["past"]), batch["target"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+    return since(start)
 
 
-def lightning_epochs(model: Any, data: Any, epochs: int, logger: Any) -> list[tuple[float, float]]:
-    """Seconds per epoch of the Lightning Trainer, timed from the start to the end of each training epoch."""
+def paired_epochs(package: str, project: Path, epochs: int, logger: Any) -> list[tuple[float, ...]]:
+    """(wall, cpu) of each Lightning training epoch, then (wall, cpu) of a plain epoch run right after it."""
     from lightning.pytorch import Callback, Trainer
 
-    class EpochTimer(Callback):
+    model, data = build(package, project)
+    twin, _ = build(package, project)  # same seed: the same initial weights
+    optimizer = twin.configure_optimizers()
+
+    class Paired(Callback):
         def __init__(self) -> None:
-            self.times: list[tuple[float, float]] = []
+            self.times: list[tuple[float, ...]] = []
 
         def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
             self.start = clocks()
 
         def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
-            self.times.append(since(self.start))
+            lightning = since(self.start)
+            self.times.append((*lightning, *plain_epoch(twin, optimizer, data.train_dataloader())))
 
-    timer = EpochTimer()
+    paired = Paired()
+    train_loss = importlib.import_module(f"{package}.callbacks").TrainLoss()  # logs train/loss, as in `make train`
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -106,20 +108,20 @@ def lightning_epochs(model: Any, data: Any, epochs: int, logger: Any) -> list[tu
         gradient_clip_val=CLIP,
         log_every_n_steps=1,
         logger=logger,
-        callbacks=[timer],
+        callbacks=[train_loss, paired],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tempfile.mkdtemp(prefix="bench-runs-"),
     )
     trainer.fit(model, datamodule=data)
-    return timer.times
+    return paired.times[1:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per variant and repeat (first is warm-up)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per run (the first is warm-up)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant, alternated")
     args = parser.parse_args()
     torch.set_num_threads(1)  # what each DDP rank gets on a small machine; and less noise from other processes
 
@@ -128,30 +130,27 @@ def main() -> None:
         tracking = importlib.import_module(f"{PACKAGE}.tracking")
         store = f"sqlite:///{Path(tmp) / 'bench.db'}"
         tracking.prepare_store(store)
-        times: dict[str, list[tuple[float, float]]] = {"plain": [], "nolog": [], "mlflow": []}
-        steps = 0
+        pairs: dict[str, list[tuple[float, ...]]] = {"nolog": [], "mlflow": []}
+        steps = len(build(PACKAGE, project)[1].train_dataloader())
         for _ in range(args.repeats):
-            model, data = build(PACKAGE, project)
-            steps = len(data.train_dataloader())
-            times["plain"] += plain_epochs(model, data, args.epochs)[1:]
-            model, data = build(PACKAGE, project)
-            times["nolog"] += lightning_epochs(model, data, args.epochs, logger=False)[1:]
-            model, data = build(PACKAGE, project)
+            pairs["nolog"] += paired_epochs(PACKAGE, project, args.epochs, logger=False)
             tracker = tracking.MLflowTracker(experiment_name="bench", tracking_uri=store)
-            times["mlflow"] += lightning_epochs(model, data, args.epochs, logger=tracker)[1:]
+            pairs["mlflow"] += paired_epochs(PACKAGE, project, args.epochs, logger=tracker)
             logged = tracker.experiment.get_metric_history(tracker.run_id, "train/loss")
             assert len(logged) == steps * args.epochs, f"MLflow has {len(logged)} train/loss values"
 
-    print(f"forecasting: {steps} steps/epoch, {args.repeats} x {args.epochs - 1} timed epochs per variant")
+    print(f"forecasting: {steps} steps/epoch, {args.repeats} x {args.epochs - 1} timed epoch pairs per variant")
     for clock, index in (("wall", 0), ("cpu", 1)):
-        median = {name: statistics.median(t[index] for t in values) for name, values in times.items()}
-        for name, values in times.items():
-            low, high = min(t[index] for t in values), max(t[index] for t in values)
-            print(f"{clock} s/epoch {name:<6} {median[name]:.3f} (min {low:.3f}, max {high:.3f})")
-        mlflow, nolog, plain = median["mlflow"], median["nolog"], median["plain"]
-        print(f"{clock} ratio lightning+mlflow / plain pytorch: {mlflow / plain:.3f} (goal <= 1.05)")
-        print(f"{clock} ratio lightning+mlflow / lightning no logger: {mlflow / nolog:.3f} (goal <= 1.05)")
-        print(f"{clock} ratio lightning no logger / plain pytorch: {nolog / plain:.3f}")
+        ratio = {}
+        for name, values in pairs.items():
+            lightning = statistics.median(t[index] for t in values)
+            plain = statistics.median(t[index + 2] for t in values)
+            ratio[name] = statistics.median(t[index] / t[index + 2] for t in values)
+            print(f"{clock} s/epoch {name:<6} {lightning:.3f}, plain loop beside it {plain:.3f}")
+        print(f"{clock} ratio lightning+mlflow / plain pytorch: {ratio['mlflow']:.3f} (goal <= 1.05)")
+        logging_cost = ratio["mlflow"] / ratio["nolog"]
+        print(f"{clock} ratio lightning+mlflow / lightning no logger: {logging_cost:.3f} (goal <= 1.05)")
+        print(f"{clock} ratio lightning no logger / plain pytorch: {ratio['nolog']:.3f}")
 
 
 if __name__ == "__main__":

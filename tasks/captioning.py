@@ -16,9 +16,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore
 
+from ..artifacts import log_artifact, log_figure, log_table
 from ..datamodules.common import DataError
 from ..datamodules.images import BOS, EOS, IMAGENET_MEAN, IMAGENET_STD, PAD
-from ..tracking import log_artifact, log_figure, log_table
 
 LENGTH_PENALTY = 0.7  # beam scores are divided by length**0.7 so that short captions are not always preferred
 
@@ -221,17 +221,8 @@ class ImageCaptioner(LightningModule):
             ignore_index=PAD,
             label_smoothing=self.hparams.label_smoothing,
         )
-        train = stage == "train"  # per step in training (a loss curve), per epoch in validation and test
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=train,
-            on_epoch=not train,
-            prog_bar=True,
-            batch_size=size,
-            sync_dist=not train,
-        )
-        if stage != "train":
+        if stage != "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
             captions = self.generate(memory)
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             metrics.update(captions, batch["captions"])

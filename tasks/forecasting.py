@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanMetric, MetricCollection
 from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
 
-from ..tracking import log_figure, log_table
+from ..artifacts import log_figure, log_table
 
 
 class RecurrentBackbone(nn.Module):
@@ -143,9 +143,8 @@ class PriceForecaster(LightningModule):
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         pred = self(batch["past"])
         loss = self._loss(pred, batch["target"])
-        batch_size = pred.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=stage != "train")
-        if stage != "train":
+        if stage != "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=pred.shape[0], sync_dist=True)
             self._update_metrics(stage, pred, batch)
         return loss, pred
 

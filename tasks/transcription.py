@@ -10,8 +10,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from ..artifacts import log_table
 from ..datamodules.audio import FeaturePipeline
-from ..tracking import log_table
 
 
 class ConvSubsampling(nn.Module):
@@ -136,17 +136,8 @@ class SpeechTranscriber(LightningModule):
         log_probs, lengths = self(batch)
         loss = self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"])
         size = len(batch["text"])
-        train = stage == "train"  # per step in training (one name, "train/loss"), per epoch otherwise
-        self.log(
-            f"{stage}/loss",
-            loss,
-            batch_size=size,
-            sync_dist=not train,
-            prog_bar=True,
-            on_step=train,
-            on_epoch=not train,
-        )
-        if stage != "train":
+        if stage != "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
             hyps = self.decode(log_probs, lengths)
             metrics = self.metrics[stage]
             metrics.update(hyps, batch["text"])

@@ -5,6 +5,7 @@ Each training ends with exactly one MLflow run, whatever the number of processes
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE, forecasting_project, project_env, run_make
+from conftest import PACKAGE, forecasting_project, project_env, run_cli, run_make
 
 pytestmark = pytest.mark.slow
 QUICK = "--trainer.max_epochs 1 --trainer.enable_progress_bar false --trainer.accelerator cpu --test_after_fit false"
@@ -145,3 +146,42 @@ def test_sigterm_marks_the_run_killed_and_keeps_a_checkpoint(fproject: Path, tmp
     assert run.info.status == "KILLED"
     assert (fproject / "runs" / "forecasting" / run.info.run_id / "checkpoints" / "last.ckpt").exists()
     assert "make resume" in (tmp_path / "fit.log").read_text()
+
+
+SLURM_TASK = {
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_JOB_NUM_NODES": "1",
+    "SLURM_NODELIST": "localhost",
+}
+
+
+def test_a_slurm_job_resumes_its_own_preemption_checkpoint_and_refuses_another_jobs(
+    fproject: Path, tmp_path: Path
+) -> None:
+    """Under SLURM, Lightning resumes from any runs/hpc_ckpt_*.ckpt when fit has no ckpt_path."""
+    store = Store(tmp_path, "hpc")
+    job = {**SLURM_TASK, "SLURM_JOB_ID": "100", **store.env}
+    fit = ("fit", "--config", "configs/forecasting.yaml", *QUICK.split())
+    run_cli(fproject, *fit, **job)
+    run = store.runs()[0]
+    hpc = fproject / "runs" / "hpc_ckpt_1.ckpt"  # what Lightning writes on SIGUSR1 before the job is requeued
+    shutil.copy(fproject / "runs" / "forecasting" / run.info.run_id / "checkpoints" / "last.ckpt", hpc)
+    try:
+        other = run_cli(fproject, *fit, check=False, **{**job, "SLURM_JOB_ID": "200"})
+        assert other.returncode != 0
+        assert f"{hpc.relative_to(fproject)} is a preemption checkpoint of SLURM job 100" in other.stderr
+        assert "Traceback" not in other.stderr
+        assert len(store.runs()) == 1, "the refused job must not start a run"
+
+        run_cli(fproject, *fit, "--trainer.max_epochs", "2", **job)  # job 100, requeued
+        runs = store.runs()
+        assert len(runs) == 1, "the requeued job continues its run"
+        assert runs[0].info.status == "FINISHED"
+        assert len(set(store.steps(run.info.run_id, "val/loss"))) == 2, "epoch 1 from the checkpoint, then epoch 2"
+    finally:
+        hpc.unlink(missing_ok=True)

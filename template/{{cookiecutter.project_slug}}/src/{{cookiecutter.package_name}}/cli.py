@@ -10,27 +10,24 @@ What it adds to stock LightningCLI, so every task behaves the same:
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from .callbacks import LogConfigToMLflow, RunLifecycle, TrainLoss
 from .datamodules.common import DataError
 from .predict import PredictionWriter
-from .tracking import (
-    LogConfigToMLflow,
-    RunLifecycle,
-    TrackingUnavailable,
-    checkpoint_from_model_uri,
-    find_tracker,
-    run_id_in_checkpoint,
-)
+from .tracking import TrackingUnavailable, checkpoint_from_model_uri, find_tracker, run_id_in_checkpoint
 
 RUNS_DIR = "runs"
 
@@ -60,7 +57,7 @@ class TaskCLI(LightningCLI):
             trainer_defaults={
                 "logger": {"class_path": f"{__package__}.tracking.MLflowTracker"},
                 "default_root_dir": RUNS_DIR,
-                "callbacks": [RunLifecycle()],
+                "callbacks": [RunLifecycle(), TrainLoss()],
             },
             args=args,
             run=run,
@@ -114,6 +111,8 @@ class TaskCLI(LightningCLI):
             tracker.tags.setdefault("task", tracker.experiment_name)
             tracker.tags.setdefault("command", self.subcommand or "")
             ckpt_path = self.config.get(self.subcommand or "", {}).get("ckpt_path")
+            if self.subcommand == "fit" and not ckpt_path:
+                ckpt_path = own_hpc_checkpoint(trainer)
             if self.subcommand == "fit" and ckpt_path and Path(ckpt_path).is_file() and tracker._run_id is None:
                 tracker._run_id = run_id_in_checkpoint(ckpt_path)  # resuming continues the same run
         return trainer
@@ -139,6 +138,31 @@ class TaskCLI(LightningCLI):
             return
         best = self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+
+
+def own_hpc_checkpoint(trainer: Trainer) -> str | None:
+    """The ``hpc_ckpt_*.ckpt`` that Lightning will resume from when fit has no ``ckpt_path`` under SLURM.
+
+    Lightning takes any such file in the root folder; one that another job wrote (a cancelled one, say) is
+    refused with a message rather than continued.
+    """
+    if not SLURMEnvironment.detect():
+        return None
+    path = trainer._checkpoint_connector._hpc_resume_path
+    if path is None:
+        return None
+    job = os.environ.get("SLURM_JOB_ID")
+    try:
+        owner = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("slurm_job_id")
+    except Exception:  # unreadable: not this job's either
+        owner = None
+    if owner is None or owner != job:
+        raise SystemExit(
+            f"ERROR: {path} is a preemption checkpoint of SLURM job {owner or '(unknown)'}, not of this job ({job}),"
+            f" and Lightning would resume from it. To continue that training pass --ckpt_path {path}; to start a "
+            "new one, move or delete the file."
+        )
+    return path
 
 
 def _defines(obj: object, method: str) -> bool:

@@ -4,7 +4,8 @@
   SQLite file race to create its tables), and a resumed training continues its run (id kept in checkpoints).
 * Metrics are queued and sent in batches by a background thread, so logging every step costs the training
   loop almost nothing; a store that goes away loses nothing (unsent metrics are retried, then saved to CSV).
-* The resolved config, the best checkpoint and sample predictions are logged as artifacts.
+* The best checkpoint and the trained model are logged when training ends (``callbacks.py`` logs the config and
+  ``artifacts.py`` the sample predictions).
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import fcntl
-import html
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -23,11 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from . import DEFAULT_TRACKING_URI
 
@@ -345,97 +342,6 @@ class MLflowTracker(Logger):
 
 def find_tracker(trainer: Trainer) -> MLflowTracker | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, MLflowTracker)), None)
-
-
-@rank_zero_only
-def log_artifact(trainer: Trainer, local_path: str | Path, artifact_path: str | None = None) -> None:
-    """Log a file to the trainer's MLflow run; without one, keep it under ``<root>/artifacts``."""
-    tracker = find_tracker(trainer)
-    if tracker is not None:
-        tracker.experiment.log_artifact(tracker.run_id, str(local_path), artifact_path)
-        return
-    target = Path(trainer.default_root_dir) / "artifacts" / (artifact_path or "")
-    target.mkdir(parents=True, exist_ok=True)
-    (target / Path(local_path).name).write_bytes(Path(local_path).read_bytes())
-
-
-@rank_zero_only
-def log_table(trainer: Trainer, rows: list[dict[str, Any]], name: str, images: dict[int, str] | None = None) -> None:
-    """Log sample predictions as ``<name>.csv`` and ``<name>.html``, readable in the MLflow UI.
-
-    ``images`` maps a row index to the artifact-relative path of an image shown in that row's HTML.
-    """
-    if not rows:
-        return
-    folder, stem = os.path.split(name)
-    with tempfile.TemporaryDirectory() as tmp:
-        columns = list(rows[0])
-        with open(Path(tmp) / f"{stem}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-        body = []
-        for i, row in enumerate(rows):
-            cells = "".join(f"<td>{html.escape(str(row[c]))}</td>" for c in columns)
-            if images and i in images:
-                cells = f'<td><img src="{html.escape(images[i])}" height="64"></td>' + cells
-            body.append(f"<tr>{cells}</tr>")
-        if images:
-            head = "<th>image</th>" + head
-        page = f"<table border=1 cellpadding=4><tr>{head}</tr>{''.join(body)}</table>"
-        (Path(tmp) / f"{stem}.html").write_text(f"<html><body><h3>{html.escape(name)}</h3>{page}</body></html>")
-        for file in (f"{stem}.csv", f"{stem}.html"):
-            log_artifact(trainer, Path(tmp) / file, folder or None)
-
-
-@rank_zero_only
-def log_figure(trainer: Trainer, figure: Any, name: str) -> None:
-    """Log a matplotlib figure as a PNG artifact ``name`` (e.g. ``samples/forecast_epoch003.png``)."""
-    folder, file = os.path.split(name)
-    with tempfile.TemporaryDirectory() as tmp:
-        figure.savefig(Path(tmp) / file, dpi=100, bbox_inches="tight")
-        log_artifact(trainer, Path(tmp) / file, folder or None)
-
-
-class LogConfigToMLflow(SaveConfigCallback):
-    """Logs the resolved config as ``config.yaml`` in the run (Lightning's version needs a local log dir)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["save_to_log_dir"] = False
-        super().__init__(*args, **kwargs)
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        tracker = find_tracker(trainer)
-        if tracker is not None:
-            text = self.parser.dump(self.config, skip_none=False)
-            tracker.experiment.log_text(tracker.run_id, text, "config.yaml")
-
-
-class RunLifecycle(Callback):
-    """Keeps the MLflow run in step with the training: its id in every checkpoint (so resuming continues it),
-    KILLED rather than FAILED when stopped by Ctrl-C or SIGTERM (after saving ``last.ckpt``), and the trained
-    model logged with ``mlflow.pytorch`` at the end of ``fit`` (``runs:/<id>/model``)."""
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        tracker = find_tracker(trainer)
-        if tracker is not None and trainer.is_global_zero:
-            checkpoint["mlflow"] = {"run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri}
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        tracker = find_tracker(trainer)
-        if tracker is None or not isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            return
-        tracker.stopped_by_user = True
-        callback = trainer.checkpoint_callback
-        if isinstance(exception, SIGTERMException) and callback is not None and callback.dirpath:
-            trainer.save_checkpoint(Path(callback.dirpath) / "last.ckpt")  # so `make resume` loses little work
-            rank_zero_info(f"Saved {Path(callback.dirpath) / 'last.ckpt'} before stopping; `make resume` continues")
-
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        tracker = find_tracker(trainer)
-        if tracker is not None and tracker.log_model and trainer.is_global_zero and not trainer.interrupted:
-            tracker.log_pytorch_model(pl_module)
 
 
 def checkpoint_from_model_uri(uri: str, out_dir: Path) -> Path:
