@@ -121,7 +121,7 @@ def paired_epochs(package: str, project: Path, epochs: int, logger: Any) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=6, help="epochs per run (the first is warm-up)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant, alternated")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, alternated")
     args = parser.parse_args()
     torch.set_num_threads(1)  # what each DDP rank gets on a small machine; and less noise from other processes
 
@@ -146,7 +146,8 @@ def main() -> None:
             lightning = statistics.median(t[index] for t in values)
             plain = statistics.median(t[index + 2] for t in values)
             ratio[name] = statistics.median(t[index] / t[index + 2] for t in values)
-            print(f"{clock} s/epoch {name:<6} {lightning:.3f}, plain loop beside it {plain:.3f}")
+            per_step = (lightning - plain) / steps * 1000
+            print(f"{clock} s/epoch {name:<6} {lightning:.3f}, plain beside it {plain:.3f} ({per_step:+.2f} ms/step)")
         print(f"{clock} ratio lightning+mlflow / plain pytorch: {ratio['mlflow']:.3f} (goal <= 1.05)")
         logging_cost = ratio["mlflow"] / ratio["nolog"]
         print(f"{clock} ratio lightning+mlflow / lightning no logger: {logging_cost:.3f} (goal <= 1.05)")

@@ -82,6 +82,36 @@ def test_wide_file_with_covariate(timeseries, tmp_path):
     batch = next(iter(data.train_dataloader()))
     assert batch["past"].shape[1:] == (20, 2)
     assert data.num_features == 2
+    assert_batch_holds_its_windows(data.datasets["fit"], batch)
+
+
+def assert_batch_holds_its_windows(dataset, batch: dict) -> None:
+    """Each row of ``batch`` is the window it indexes: prices, features, standardized covariates, targets."""
+    lookback, horizon = dataset.lookback, dataset.horizon
+    for row, index in enumerate(batch["index"].tolist()):
+        s, end = dataset.windows[index]
+        series = dataset.series[s]
+        past, future = series.prices[end - lookback : end], series.prices[end : end + horizon]
+        np.testing.assert_allclose(batch["past_price"][row], past, rtol=1e-6)
+        assert batch["last_price"][row].item() == pytest.approx(past[-1], rel=1e-6)
+        np.testing.assert_allclose(batch["past"][row, :, 0], np.log(past / past[-1]), atol=1e-6)
+        for c in range(series.covariates.shape[1]):
+            values = series.covariates[end - lookback : end, c]
+            expected = (values - values.mean()) / (values.std() + 1e-8)
+            np.testing.assert_allclose(batch["past"][row, :, 1 + c], expected, atol=1e-5)
+        np.testing.assert_allclose(batch["target"][row], np.log(future / past[-1]), atol=1e-6)
+        np.testing.assert_allclose(batch["target_price"][row], future, rtol=1e-6)
+
+
+def test_batches_hold_the_windows_they_index(timeseries, sample_prices):
+    data = timeseries.PriceDataModule(path=str(sample_prices), batch_size=256)
+    data.setup("fit")
+    for split, loader in (("fit", data.train_dataloader()), ("validate", data.val_dataloader())):
+        batches = list(loader)
+        assert sum(len(b["index"]) for b in batches) == len(data.datasets[split]), "each window once per epoch"
+        assert len({data.datasets[split].windows[i][0] for b in batches for i in b["index"].tolist()}) > 1
+        for batch in batches[:2]:
+            assert_batch_holds_its_windows(data.datasets[split], batch)
 
 
 def test_parquet_is_read(timeseries, sample_prices, tmp_path):
@@ -173,6 +203,12 @@ def test_training_is_tracked_in_mlflow(project, trained):
     assert trained.info.status == "FINISHED"
     history = client.get_metric_history(trained.info.run_id, "train/loss")
     assert len(history) >= 5 and len({m.step for m in history}) == len(history)
+    steps = sorted(m.step for m in history)
+    assert {b - a for a, b in zip(steps, steps[1:], strict=False)} == {10}, "every log_every_n_steps (10) steps"
+    epoch_means = client.get_metric_history(trained.info.run_id, "train/loss_epoch")
+    assert len(epoch_means) == EPOCHS
+    values = [m.value for m in history]
+    assert min(values) <= epoch_means[-1].value <= max(values)
     assert len(client.get_metric_history(trained.info.run_id, "val/loss")) == EPOCHS
     for name in ("test/mase", "test/naive_mase", "test/snaive_mase", "test/mae", "test/smape"):
         assert name in trained.data.metrics
