@@ -6,7 +6,7 @@ DEMO_DIR ?= build/demo
 DEMO_ARGS ?= --trainer.max_epochs 2 --trainer.limit_train_batches 30 --trainer.limit_val_batches 5
 PYTEST_ARGS ?=
 # Two pytest workers (pytest-xdist), a test file each at a time: many tests wait on subprocesses, servers and
-# installs, so two run in about 60% of the time of one on a 2-core machine. PYTEST_WORKERS=0 runs in one process.
+# installs, so two take about 70% of the time of one on a 2-core machine. PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
