@@ -80,6 +80,7 @@ def test_ddp_and_torchrun_match_a_single_process_run(fproject: Path, tmp_path: P
     for run in (ddp, torchrun):
         assert final(run, "val/loss") == pytest.approx(final(single, "val/loss"), rel=0.25)
         assert final(run, "val/mase") == pytest.approx(final(single, "val/mase"), rel=0.25)
+        assert final(run, "train/loss_epoch") == pytest.approx(final(single, "train/loss_epoch"), rel=0.25)
 
 
 FAULTS = str(Path(__file__).parent)

@@ -60,8 +60,9 @@ class RunLifecycle(Callback):
 
 
 class TrainLoss(Callback):
-    """Logs the loss that ``training_step`` returns as ``train/loss`` every ``log_every_n_steps`` steps, and its
-    epoch mean as ``train/loss_epoch``, so that tasks call ``self.log`` for validation and test metrics only.
+    """Logs the loss that ``training_step`` returns as ``train/loss`` every ``log_every_n_steps`` steps (rank 0's,
+    as ``self.log`` would) and its epoch mean over all ranks as ``train/loss_epoch``, so that tasks call
+    ``self.log`` for validation and test metrics only.
 
     Why not ``self.log`` each step: on a CPU it costs about half a millisecond a call (it moves a torchmetrics
     state each time), and turning a GPU loss into a number each step makes the CPU wait for the GPU. Here losses
@@ -99,8 +100,8 @@ class TrainLoss(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._read(trainer)
-        if self._count:
-            mean = self._sum.float().item() / self._count
+        if self._count:  # the mean over every rank's batches: one all-reduce per epoch
+            mean = trainer.strategy.reduce(self._sum.float() / self._count, reduce_op="mean").item()
             self._publish(trainer, f"{self.name}_epoch", mean, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
