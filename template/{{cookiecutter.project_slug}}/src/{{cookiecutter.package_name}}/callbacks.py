@@ -92,8 +92,12 @@ class TrainLoss(Callback):
         step = trainer.fit_loop.epoch_loop._batches_that_stepped  # what Lightning logs step metrics with
         if (step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop:
             self._kept.append((step, trainer.current_epoch, loss))
-            if loss.device.type == "cpu" or (step + 1) % self.read_every_n_steps == 0:
-                self._read(trainer)
+        if self._kept and (self._free_to_read(loss) or (step + 1) % self.read_every_n_steps == 0):
+            self._read(trainer)
+
+    @staticmethod
+    def _free_to_read(loss: torch.Tensor) -> bool:
+        return loss.device.type == "cpu"
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         self._read(trainer)  # the logger sends what it has at each checkpoint: resuming starts from there
