@@ -49,7 +49,7 @@ class Regression(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def train(self_log: bool, callbacks: list) -> Recorder:
+def train(self_log: bool, callbacks: list, accumulate: int) -> Recorder:
     seed_everything(0)
     data = TensorDataset(torch.randn(STEPS_PER_EPOCH * 8, 4), torch.randn(STEPS_PER_EPOCH * 8, 1))
     recorder = Recorder()
@@ -57,6 +57,7 @@ def train(self_log: bool, callbacks: list) -> Recorder:
         max_epochs=EPOCHS,
         accelerator="cpu",
         log_every_n_steps=LOG_EVERY,
+        accumulate_grad_batches=accumulate,
         logger=recorder,
         callbacks=callbacks,
         enable_checkpointing=False,
@@ -67,8 +68,12 @@ def train(self_log: bool, callbacks: list) -> Recorder:
     return recorder
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["cpu-reads-each-logged-step", "accelerator-reads-in-batches"])
-def test_train_loss_matches_self_log(package, batched: bool) -> None:
+@pytest.mark.parametrize(
+    ("batched", "accumulate"),
+    [(False, 1), (True, 1), (False, 2)],
+    ids=["cpu-reads-each-logged-step", "accelerator-reads-in-batches", "gradient-accumulation"],
+)
+def test_train_loss_matches_self_log(package, batched: bool, accumulate: int) -> None:
     from demo_project.callbacks import TrainLoss
 
     reads = []
@@ -81,11 +86,12 @@ def test_train_loss_matches_self_log(package, batched: bool) -> None:
     callback = Counted(read_every_n_steps=10)
     if batched:  # as on a GPU: losses stay on the device until read_every_n_steps
         callback._free_to_read = lambda loss: False
-    ours = train(self_log=False, callbacks=[callback])
-    reference = train(self_log=True, callbacks=[])
+    ours = train(self_log=False, callbacks=[callback], accumulate=accumulate)
+    reference = train(self_log=True, callbacks=[], accumulate=accumulate)
 
     expected = reference.series("train/loss_step")
-    assert [s for s, _ in expected] == [2, 5, 8, 11, 14, 17, 20]  # every 3rd step, as Lightning logs
+    optimizer_steps = EPOCHS * -(-STEPS_PER_EPOCH // accumulate)
+    assert [s for s, _ in expected] == list(range(LOG_EVERY - 1, optimizer_steps, LOG_EVERY))  # as Lightning logs
     logged = ours.series("train/loss")
     assert [s for s, _ in logged] == [s for s, _ in expected]
     assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)

@@ -86,11 +86,16 @@ class TrainLoss(Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):  # training_step returned None: a skipped batch
             return
+        accumulating = pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1
+        if accumulating:  # Lightning hands over loss / accumulate_grad_batches, the part that was backpropagated
+            loss = loss * trainer.accumulate_grad_batches
         loss = loss.detach()
         self._sum = loss if self._sum is None else self._sum + loss
         self._count += 1
         step = trainer.fit_loop.epoch_loop._batches_that_stepped  # what Lightning logs step metrics with
-        if (step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop:
+        if accumulating and trainer.fit_loop._should_accumulate():
+            pass  # as with self.log: a value at optimizer steps only, one per step number
+        elif (step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop:
             self._kept.append((step, trainer.current_epoch, loss))
         if self._kept and (self._free_to_read(loss) or (step + 1) % self.read_every_n_steps == 0):
             self._read(trainer)
