@@ -178,6 +178,8 @@ def test_a_slurm_job_resumes_its_own_preemption_checkpoint_and_refuses_another_j
         assert f"{hpc.relative_to(fproject)} is a preemption checkpoint of SLURM job 100" in other.stderr
         assert "Traceback" not in other.stderr
         assert len(store.runs()) == 1, "the refused job must not start a run"
+        untracked = run_cli(fproject, *fit, "--trainer.logger", "false", check=False, **{**job, "SLURM_JOB_ID": "200"})
+        assert untracked.returncode != 0 and "is a preemption checkpoint of SLURM job 100" in untracked.stderr
 
         run_cli(fproject, *fit, "--trainer.max_epochs", "2", **job)  # job 100, requeued
         runs = store.runs()

@@ -104,15 +104,15 @@ class TaskCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        ckpt_path = self.config.get(self.subcommand or "", {}).get("ckpt_path")
+        if self.subcommand == "fit" and not ckpt_path:
+            ckpt_path = own_hpc_checkpoint(trainer)  # with or without a logger
         tracker = find_tracker(trainer)
         if tracker is not None:
             tracker.experiment_name = tracker.experiment_name or getattr(self.model, "task_name", "default")
             tracker.default_root_dir = Path(trainer.default_root_dir)
             tracker.tags.setdefault("task", tracker.experiment_name)
             tracker.tags.setdefault("command", self.subcommand or "")
-            ckpt_path = self.config.get(self.subcommand or "", {}).get("ckpt_path")
-            if self.subcommand == "fit" and not ckpt_path:
-                ckpt_path = own_hpc_checkpoint(trainer)
             if self.subcommand == "fit" and ckpt_path and Path(ckpt_path).is_file() and tracker._run_id is None:
                 tracker._run_id = run_id_in_checkpoint(ckpt_path)  # resuming continues the same run
         return trainer
