@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
@@ -27,7 +26,13 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from .callbacks import LogConfigToMLflow, RunLifecycle, TrainLoss
 from .datamodules.common import DataError
 from .predict import PredictionWriter
-from .tracking import TrackingUnavailable, checkpoint_from_model_uri, find_tracker, run_id_in_checkpoint
+from .tracking import (
+    TrackingUnavailable,
+    checkpoint_entry,
+    checkpoint_from_model_uri,
+    find_tracker,
+    run_id_in_checkpoint,
+)
 
 RUNS_DIR = "runs"
 
@@ -153,7 +158,7 @@ def own_hpc_checkpoint(trainer: Trainer) -> str | None:
         return None
     job = os.environ.get("SLURM_JOB_ID")
     try:
-        owner = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("slurm_job_id")
+        owner = checkpoint_entry(path, "slurm_job_id")
     except Exception:  # unreadable: not this job's either
         owner = None
     if owner is None or owner != job:

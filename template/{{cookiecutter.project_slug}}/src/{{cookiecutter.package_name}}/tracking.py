@@ -361,9 +361,13 @@ def checkpoint_from_model_uri(uri: str, out_dir: Path) -> Path:
     return path
 
 
+def checkpoint_entry(path: str | Path, key: str) -> Any:
+    """One top-level entry of a checkpoint (memory-mapped: the weights are not read)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(key)
+
+
 def run_id_in_checkpoint(path: str | Path) -> str | None:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return checkpoint.get("mlflow", {}).get("run_id")
+    return (checkpoint_entry(path, "mlflow") or {}).get("run_id")
 
 
 def print_runs(uri: str, metrics: tuple[str, ...] = ("loss", "mase", "naive_mase", "bleu4", "wer", "cer")) -> None:
