@@ -33,6 +33,13 @@ def config(project: Path) -> tuple[dict, dict]:
     return cfg["model"]["init_args"], cfg["data"]["init_args"]
 
 
+def captioner(tasks, model_args: dict, dm):
+    """A captioner configured from the set-up DataModule, as the CLI connects them."""
+    model = tasks.ImageCaptioner(**model_args)
+    model.configure(dm.spec)
+    return model
+
+
 def throughput(images, data_args: dict, path: Path, rounds: int = 3) -> tuple[float, float, float]:
     """Images/s of the training DataLoader (first epoch, then the best later one: decoded images are cached) and
     the best of a plain loop that decodes and transforms the same files; interleaved, so that other load on the
@@ -40,6 +47,8 @@ def throughput(images, data_args: dict, path: Path, rounds: int = 3) -> tuple[fl
     dm = images.ImageCaptionDataModule(**{**data_args, "path": str(path)})
     dm.setup("fit")
     files = [p for p, _ in dm.splits["train"]]
+    files_module = importlib.import_module(f"{images.__name__}.files")
+    transform = dm._transform(train=True)
     size, batch = data_args["image_size"], data_args["batch_size"]
     loader_rates, plain_rates = [], []
     for _ in range(rounds + 1):
@@ -48,7 +57,7 @@ def throughput(images, data_args: dict, path: Path, rounds: int = 3) -> tuple[fl
         loader_rates.append(seen / (time.perf_counter() - start))
         start = time.perf_counter()
         for first in range(0, len(files), batch):
-            torch.stack([dm.train_transform(images.read_image(f, size)) for f in files[first : first + batch]])
+            torch.stack([transform(files_module.read_image(f, size)) for f in files[first : first + batch]])
         plain_rates.append(len(files) / (time.perf_counter() - start))
     return loader_rates[0], max(loader_rates[1:]), max(plain_rates)
 
@@ -83,10 +92,10 @@ def epoch_times(package: str, images, model_args: dict, data_args: dict, path: P
         callbacks=[timer],
         accelerator="cpu",
     )
-    trainer.fit(tasks.ImageCaptioner(**model_args, vocab=dm.vocab), datamodule=dm)
+    trainer.fit(captioner(tasks, model_args, dm), datamodule=dm)
 
     L.seed_everything(0)
-    model = tasks.ImageCaptioner(**model_args, vocab=dm.vocab)
+    model = captioner(tasks, model_args, dm)
     optimizer = torch.optim.AdamW(model.parameters(), lr=model_args.get("lr", 1e-3))
     loader, plain = dm.train_dataloader(), []
     model.train()
@@ -130,10 +139,11 @@ def bleu_after(
         accelerator="cpu",
         num_sanity_val_steps=0,
     )
-    trainer.fit(tasks.ImageCaptioner(**model_args), datamodule=dm)
+    trainer.fit(captioner(tasks, model_args, dm), datamodule=dm)
     score = trainer.test(ckpt_path="best", datamodule=dm, verbose=False)[0]["test/bleu4"]
-    common = Counter(" ".join(images.words(c)) for _, caps in dm.splits["train"] for c in caps).most_common(1)[0][0]
-    refs = [[" ".join(images.words(c)) for c in caps] for _, caps in dm.splits["test"]]
+    words = importlib.import_module(f"{images.__name__}.text").words
+    common = Counter(" ".join(words(c)) for _, caps in dm.splits["train"] for c in caps).most_common(1)[0][0]
+    refs = [[" ".join(words(c)) for c in caps] for _, caps in dm.splits["test"]]
     return score, float(BLEUScore(n_gram=4)([common] * len(refs), refs)), trainer.current_epoch
 
 
@@ -147,7 +157,7 @@ def main() -> None:
         sys.path.insert(0, str(project / "src"))
         package = PACKAGE
         images = importlib.import_module(f"{package}.datamodules.images")
-        sample = importlib.import_module(f"{package}.datamodules.sample_images")
+        sample = importlib.import_module(f"{package}.datamodules.images.sample")
         start = time.perf_counter()
         path = sample.write_sample(Path(tmp) / "sample")
         print(f"sample data: 1000 images written in {time.perf_counter() - start:.1f} s")

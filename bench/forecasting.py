@@ -46,8 +46,7 @@ def lightning_epoch_times(pkg, data_path: Path, epochs: int) -> list[float]:
     from lightning.pytorch import Trainer, seed_everything
 
     seed_everything(0)
-    data = pkg.timeseries.PriceDataModule(path=str(data_path))
-    model = pkg.forecasting.PriceForecaster()
+    data, model = pkg.build(data_path)
     timer = EpochTimer()
     trainer = Trainer(
         max_epochs=epochs,
@@ -69,14 +68,7 @@ def plain_epoch_times(pkg, data_path: Path, epochs: int) -> list[float]:
     from lightning.pytorch import seed_everything
 
     seed_everything(0)
-    data = pkg.timeseries.PriceDataModule(path=str(data_path))
-    data.setup("fit")
-    model = pkg.forecasting.PriceForecaster(
-        horizon=data.hparams.horizon,
-        lookback=data.hparams.lookback,
-        num_features=data.num_features,
-        target_scale=data.target_scale,
-    )
+    data, model = pkg.build(data_path)
     optimizer = model.configure_optimizers()
     loader = data.train_dataloader()
     times = []
@@ -97,8 +89,7 @@ def trained_mase(pkg, data_path: Path, epochs: int) -> tuple[float, float, float
     from lightning.pytorch import Trainer, seed_everything
 
     seed_everything(42)
-    data = pkg.timeseries.PriceDataModule(path=str(data_path))
-    model = pkg.forecasting.PriceForecaster()
+    data, model = pkg.build(data_path)
     trainer = Trainer(
         max_epochs=epochs,
         logger=False,
@@ -122,10 +113,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = bake(Path(tmp), image_captioning=False, speech_transcription=False)
         sys.path.insert(0, str(project / "src"))
-        pkg = argparse.Namespace(
-            timeseries=importlib.import_module("demo_project.datamodules.timeseries"),
-            forecasting=importlib.import_module("demo_project.tasks.forecasting"),
-        )
+        timeseries = importlib.import_module("demo_project.datamodules.timeseries")
+        forecasting = importlib.import_module("demo_project.tasks.forecasting")
+
+        def build(path: Path):
+            """The sample's DataModule and a forecaster configured from it, as the CLI connects them."""
+            data = timeseries.PriceDataModule(path=str(path))
+            data.setup("fit")
+            model = forecasting.PriceForecaster()
+            model.configure(data.spec)
+            return data, model
+
+        pkg = argparse.Namespace(build=build)
         data_path = importlib.import_module("demo_project.sample_data").write("forecasting", Path(tmp) / "data")
         mase, naive, snaive = trained_mase(pkg, data_path, args.epochs)
         lightning = statistics.median(lightning_epoch_times(pkg, data_path, args.timing_epochs)[1:])

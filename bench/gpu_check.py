@@ -49,36 +49,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = bake(Path(tmp))
         sys.path.insert(0, str(project / "src"))
+        sys.path.insert(0, str(Path(__file__).parent))  # this module, for --trainer.callbacks
         os.chdir(project)
         from demo_project import sample_data
         from demo_project.cli import TaskCLI
+        from demo_project.tasks import TASKS
 
         print(f"device {torch.cuda.get_device_name()}  torch {torch.__version__}")
-        for task in sample_data.available_tasks():
+        for task in TASKS:
             sample_data.write(task)
-            meter = Throughput()
             torch.cuda.reset_peak_memory_stats()
+            limit = f"00:00:00:{args.seconds:02d}" if args.seconds < 60 else "00:00:01:00"
             cli = TaskCLI(
                 args=[
-                    "--config",
-                    f"configs/{task}.yaml",
-                    "--config",
-                    "configs/trainer/gpu.yaml",
-                    "--trainer.max_time",
-                    f"00:00:00:{args.seconds:02d}" if args.seconds < 60 else "00:00:01:00",
-                    "--trainer.max_epochs",
-                    "1000",
-                    "--trainer.logger",
-                    "false",
-                    "--trainer.enable_progress_bar",
-                    "false",
-                    "--data.num_workers",
-                    "4",
-                ],
-                run=False,
+                    "fit",
+                    *("--config", f"configs/{task}.yaml", "--config", "configs/trainer/gpu.yaml"),
+                    *("--trainer.max_time", limit, "--trainer.max_epochs", "1000", "--trainer.logger", "false"),
+                    *("--trainer.enable_progress_bar", "false", "--data.num_workers", "4", "--test_after_fit", "false"),
+                    "--trainer.callbacks+=gpu_check.Throughput",
+                ]
             )
-            cli.trainer.callbacks.append(meter)
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            meter = next(c for c in cli.trainer.callbacks if type(c).__name__ == "Throughput")
             peak = torch.cuda.max_memory_allocated() / 2**30
             print(f"{task:<14} {meter.rate():10.1f} samples/s  peak memory {peak:6.2f} GiB  ({meter.steps} steps)")
 

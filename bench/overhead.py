@@ -1,16 +1,17 @@
 """Trainer overhead benchmark: python bench/overhead.py [--epochs N] [--repeats R]
 
 Seconds per training epoch of a baked project's PriceForecaster + PriceDataModule on its sample data:
-  mlflow    the generated project's Lightning Trainer with its MLflowTracker and TrainLoss callback logging
-            train/loss every step (log_every_n_steps=1);
+  ours      the generated project's Lightning Trainer with its TrackedRun, MLflowLogger and TrainLoss callback
+            logging train/loss every step (log_every_n_steps=1);
   nolog     the same Trainer with logger=False (TrainLoss still reads the losses);
+  stock     Lightning's own MLFlowLogger (synchronous) with self.log("train/loss") in training_step every step;
   plain     a PyTorch loop on its own copy of the model: forward, loss, backward, gradient clipping, AdamW step.
 This machine's speed drifts by 10-20% from minute to minute (a shared VM), more than the effect measured, so the
 plain loop runs interleaved with the Lightning trainer, a batch each in turn, in the same process (see
 paired_epochs). Ratios are printed two ways: of the median epochs, and the median over epochs of Lightning epoch /
 the plain epoch interleaved with it. The first epoch of each run is warm-up. Times are wall and CPU time of the
 process (it includes the logger's threads).
-Prints one line per figure; the goal is <= 1.05 for both mlflow/plain and mlflow/nolog.
+Prints one line per figure: ours/plain (goal <= 1.05), ours/nolog (goal <= 1.05) and ours/stock.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers import MLFlowLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import bake  # noqa: E402
@@ -40,19 +42,24 @@ def bake_project(out: Path) -> Path:
     return project
 
 
-def build(package: str, project: Path) -> tuple[Any, Any]:
-    """A fresh model and the datamodule, seeded alike for every variant."""
+def build(package: str, project: Path, self_log: bool = False) -> tuple[Any, Any]:
+    """A fresh model and the datamodule, seeded alike for every variant; ``self_log``: the model logs its loss."""
     sample_data = importlib.import_module(f"{package}.sample_data")
     timeseries = importlib.import_module(f"{package}.datamodules.timeseries")
     forecasting = importlib.import_module(f"{package}.tasks.forecasting")
+
+    class SelfLogging(forecasting.PriceForecaster):
+        def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["past"]))
+            return loss
+
     path = sample_data.write("forecasting", project / "data" / "sample")
     data = timeseries.PriceDataModule(path=str(path))
     data.setup("fit")
     torch.manual_seed(0)
-    hp = data.hparams
-    model = forecasting.PriceForecaster(
-        horizon=hp.horizon, lookback=hp.lookback, num_features=data.num_features, target_scale=data.target_scale
-    )
+    model = (SelfLogging if self_log else forecasting.PriceForecaster)()
+    model.configure(data.spec)
     return model, data
 
 
@@ -75,7 +82,9 @@ def plain_step(model: Any, optimizer: torch.optim.Optimizer, batch: dict[str, to
     optimizer.step()
 
 
-def paired_epochs(package: str, project: Path, epochs: int, logger: Any) -> list[tuple[float, ...]]:
+def paired_epochs(
+    package: str, project: Path, epochs: int, logger: Any, stock: bool = False
+) -> list[tuple[float, ...]]:
     """Per epoch: (wall, cpu) of the Lightning trainer's epoch, then (wall, cpu) of the plain loop's epoch.
 
     The two run interleaved, a batch each in turn, so that both meet the same machine: after each Lightning
@@ -84,7 +93,7 @@ def paired_epochs(package: str, project: Path, epochs: int, logger: Any) -> list
     """
     from lightning.pytorch import Callback, Trainer
 
-    model, data = build(package, project)
+    model, data = build(package, project, self_log=stock)
     twin, _ = build(package, project)  # same seed: the same initial weights
     optimizer = twin.configure_optimizers()
 
@@ -111,7 +120,11 @@ def paired_epochs(package: str, project: Path, epochs: int, logger: Any) -> list
             assert next(self.batches, None) is None, "both loops see every batch once per epoch"
 
     paired = Paired()
-    train_loss = importlib.import_module(f"{package}.callbacks").TrainLoss()  # logs train/loss, as in `make train`
+    callbacks: list[Any] = [paired]
+    if not stock:  # logs train/loss, as in `make train`
+        callbacks.append(importlib.import_module(f"{package}.train_loss").TrainLoss())
+    if hasattr(logger, "run"):  # our MLflowLogger: the run owner sees the training too
+        callbacks.append(logger.run)
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -121,7 +134,7 @@ def paired_epochs(package: str, project: Path, epochs: int, logger: Any) -> list
         gradient_clip_val=CLIP,
         log_every_n_steps=1,
         logger=logger,
-        callbacks=[train_loss, paired],
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -140,17 +153,25 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         project = bake_project(Path(tmp))
-        tracking = importlib.import_module(f"{PACKAGE}.tracking")
         store = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        tracking.prepare_store(store)
-        pairs: dict[str, list[tuple[float, ...]]] = {"nolog": [], "mlflow": []}
+        importlib.import_module(f"{PACKAGE}.store").prepare_store(store)
+        run_module = importlib.import_module(f"{PACKAGE}.run")
+        logger_module = importlib.import_module(f"{PACKAGE}.mlflow_logger")
+        pairs: dict[str, list[tuple[float, ...]]] = {"nolog": [], "ours": [], "stock": []}
         steps = len(build(PACKAGE, project)[1].train_dataloader())
         for _ in range(args.repeats):
             pairs["nolog"] += paired_epochs(PACKAGE, project, args.epochs, logger=False)
-            tracker = tracking.MLflowTracker(experiment_name="bench", tracking_uri=store)
-            pairs["mlflow"] += paired_epochs(PACKAGE, project, args.epochs, logger=tracker)
-            logged = tracker.experiment.get_metric_history(tracker.run_id, "train/loss")
+            settings = run_module.RunSettings(log_model=False, system_metrics=False)
+            run = run_module.TrackedRun(settings, store, "bench", Path(tmp) / "runs")
+            run.start("fit")
+            pairs["ours"] += paired_epochs(PACKAGE, project, args.epochs, logger=logger_module.MLflowLogger(run))
+            run.end("FINISHED")
+            logged = run.client.get_metric_history(run.id, "train/loss")
             assert len(logged) == steps * args.epochs, f"MLflow has {len(logged)} train/loss values"
+            stock = MLFlowLogger(experiment_name="bench-stock", tracking_uri=store)
+            pairs["stock"] += paired_epochs(PACKAGE, project, args.epochs, logger=stock, stock=True)
+            logged = stock.experiment.get_metric_history(stock.run_id, "train/loss_step")
+            assert len(logged) == steps * args.epochs, f"MLflow has {len(logged)} train/loss_step values (stock)"
 
     print(f"forecasting: {steps} steps/epoch, {args.repeats} x {args.epochs - 1} timed epoch pairs per variant")
     for clock, index in (("wall", 0), ("cpu", 1)):
@@ -166,9 +187,10 @@ def main() -> None:
         paired = {name: statistics.median(t[index] / t[index + 2] for t in v) for name, v in pairs.items()}
         for label, ratio in (("of medians", medians), ("paired", paired)):
             print(
-                f"{clock} {label}: lightning+mlflow / plain pytorch {ratio['mlflow']:.3f}, "
-                f"lightning+mlflow / lightning no logger {ratio['mlflow'] / ratio['nolog']:.3f} (goal <= 1.05 each), "
-                f"lightning no logger / plain pytorch {ratio['nolog']:.3f}"
+                f"{clock} {label}: ours / plain pytorch {ratio['ours']:.3f} (goal <= 1.05), "
+                f"ours / no logger {ratio['ours'] / ratio['nolog']:.3f} (goal <= 1.05), "
+                f"ours / stock lightning+mlflow {ratio['ours'] / ratio['stock']:.3f}, "
+                f"stock / plain pytorch {ratio['stock']:.3f}"
             )
 
 

@@ -64,7 +64,7 @@ def main() -> None:
         sys.path.insert(0, str(project / "src"))
         package = PACKAGE
         audio = importlib.import_module(f"{package}.datamodules.audio")
-        speech = importlib.import_module(f"{package}.datamodules.sample_speech")
+        speech = importlib.import_module(f"{package}.datamodules.audio.sample")
         task = importlib.import_module(f"{package}.tasks.transcription")
         model_args, data_args, trainer_args = config(project)
         start = time.perf_counter()
@@ -81,7 +81,9 @@ def main() -> None:
 
         seed_everything(42)
         dm = audio.SpeechDataModule(**{**data_args, "path": str(path)})
+        dm.setup("fit")
         model = task.SpeechTranscriber(**model_args)
+        model.configure(dm.spec)  # as the CLI connects data and model
         epochs = args.epochs or trainer_args.get("max_epochs", 30)
         clip = trainer_args.get("gradient_clip_val")
         trainer = Trainer(max_epochs=epochs, max_time={"minutes": args.minutes}, logger=False, gradient_clip_val=clip,

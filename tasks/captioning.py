@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import tempfile
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +16,10 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore
 
-from ..artifacts import log_artifact, log_figure, log_table
-from ..datamodules.common import DataError
-from ..datamodules.images import BOS, EOS, IMAGENET_MEAN, IMAGENET_STD, PAD
+from ..datamodules.images import CaptionSpec
+from ..datamodules.images.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from ..datamodules.images.text import BOS, EOS, PAD
+from ..samples import Samples
 
 LENGTH_PENALTY = 0.7  # beam scores are divided by length**0.7 so that short captions are not always preferred
 
@@ -46,17 +47,17 @@ def build_encoder(name: str, pretrained: bool, weights_path: str | None) -> tupl
     """A torchvision CNN without its pooling/classifier head (or ``small``), and its output channels."""
     if name == "small":
         if pretrained or weights_path:
-            raise DataError("encoder 'small' has no pretrained weights; use e.g. encoder: resnet18")
+            raise ValueError("encoder 'small' has no pretrained weights; use e.g. encoder: resnet18")
         net: nn.Module = SmallCNN()
     else:
         if name not in torchvision.models.list_models(torchvision.models):
-            raise DataError(f"unknown encoder {name!r}: use 'small' or a torchvision model such as resnet18")
+            raise ValueError(f"unknown encoder {name!r}: use 'small' or a torchvision model such as resnet18")
         model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained and not weights_path else None)
         if weights_path:
             try:
                 model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
             except Exception as error:  # missing, not a checkpoint, or weights of another architecture
-                raise DataError(f"cannot load {name} weights from {weights_path!r}: {error}") from None
+                raise ValueError(f"cannot load {name} weights from {weights_path!r}: {error}") from None
         # torchvision classifiers keep their conv trunk in .features (MobileNet, EfficientNet, ConvNeXt, VGG)
         # or as every child before pooling and the classifier (ResNet, RegNet)
         net = model.features if hasattr(model, "features") else nn.Sequential(*list(model.children())[:-2])
@@ -90,20 +91,18 @@ class ImageCaptioner(LightningModule):
     """Generates a caption for each image; trained with teacher forcing, scored with BLEU-1..4.
 
     Args:
-        vocab: the words the decoder knows; filled from the datamodule when training starts and saved in
-            the checkpoint, so ``predict --ckpt_path`` needs nothing else.
         encoder: ``small`` (fast from scratch) or any torchvision CNN name (``resnet18``, ``mobilenet_v3_small``).
         pretrained: load torchvision's ImageNet weights (needs internet once); ``weights_path``: a local file.
         freeze_encoder: train only the decoder (sensible with pretrained weights).
         beam_size: 1 decodes greedily; more keeps that many candidate captions.
         max_length: the longest caption generated, in words.
+        num_samples: images whose captions are logged to MLflow each validation epoch.
+        spec: the data's ``CaptionSpec`` (vocabulary, image size) as a checkpoint keeps it; for a new training
+            the CLI passes the DataModule's to ``configure`` instead.
     """
-
-    task_name: ClassVar[str] = "captioning"
 
     def __init__(
         self,
-        vocab: list[str] | None = None,
         encoder: str = "resnet18",
         pretrained: bool = False,
         weights_path: str | None = None,
@@ -120,9 +119,10 @@ class ImageCaptioner(LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         num_samples: int = 8,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["spec"])
         self.encoder, channels = build_encoder(encoder, pretrained, weights_path)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
@@ -130,30 +130,21 @@ class ImageCaptioner(LightningModule):
             self.encoder.to(memory_format=torch.channels_last)
         self.project = nn.Sequential(nn.Linear(channels, d_model), nn.LayerNorm(d_model))
         self.rows, self.cols = nn.Embedding(64, d_model), nn.Embedding(64, d_model)
+        bleu = MetricCollection({f"bleu{n}": BLEUScore(n_gram=n) for n in range(1, 5)})
+        self.metrics = nn.ModuleDict({stage: bleu.clone(prefix=f"{stage}/") for stage in ("val", "test")})
+        self.spec: CaptionSpec | None = None
         self.decoder: CaptionDecoder | None = None
-        if vocab is not None:
-            self._build_decoder(vocab)
-        self.val_metrics = MetricCollection({f"bleu{n}": BLEUScore(n_gram=n) for n in range(1, 5)}, prefix="val/")
-        self.test_metrics = self.val_metrics.clone(prefix="test/")
-        self._samples: dict[str, Any] | None = None
+        if spec is not None:
+            self.configure(CaptionSpec(**spec))
 
-    def _build_decoder(self, vocab: list[str]) -> None:
+    def configure(self, spec: CaptionSpec) -> None:
+        """Build the layers that depend on the data (the decoder's words), once: from the DataModule or checkpoint."""
+        self.spec = spec
+        self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
         hp = self.hparams
-        self.decoder = CaptionDecoder(len(vocab), hp.d_model, hp.num_layers, hp.num_heads, hp.dropout, hp.max_length)
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if self.hparams.vocab is None:
-            vocab = getattr(datamodule, "vocab", None)
-            if stage != "fit" or vocab is None:
-                raise DataError(
-                    "the model has no vocabulary: train it first, or pass a trained checkpoint "
-                    "(--ckpt_path best|last|path/to/file.ckpt)"
-                )
-            self.hparams.vocab = list(vocab)
-            self._build_decoder(self.hparams.vocab)
-        elif hasattr(datamodule, "use_vocab") and datamodule.vocab != self.hparams.vocab:
-            datamodule.use_vocab(self.hparams.vocab)  # encode references with the words this model knows
+        self.decoder = CaptionDecoder(
+            len(spec.vocab), hp.d_model, hp.num_layers, hp.num_heads, hp.dropout, hp.max_length
+        )
 
     def train(self, mode: bool = True) -> ImageCaptioner:
         super().train(mode)
@@ -174,7 +165,7 @@ class ImageCaptioner(LightningModule):
         return cells + position
 
     def _text(self, ids: list[int]) -> str:
-        vocab = self.hparams.vocab
+        vocab = self.spec.vocab
         out = []
         for i in ids:
             if i == EOS:
@@ -210,9 +201,9 @@ class ImageCaptioner(LightningModule):
         best = (scores / lengths**LENGTH_PENALTY).argmax(1) + torch.arange(batch, device=device) * k
         return [self._text(row) for row in seqs[best].tolist()]
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
+        """The loss of a batch (teacher forcing), and outside training its generated captions and BLEU."""
         tokens = batch["tokens"][:, : self.hparams.max_length + 2]  # <bos>, max_length words, <eos>
-        size = tokens.shape[0]
         memory = self.encode(batch["image"])
         logits = self.decoder(memory, tokens[:, :-1])
         loss = F.cross_entropy(
@@ -221,66 +212,47 @@ class ImageCaptioner(LightningModule):
             ignore_index=PAD,
             label_smoothing=self.hparams.label_smoothing,
         )
-        if stage != "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
-            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
-            captions = self.generate(memory)
-            metrics = self.val_metrics if stage == "val" else self.test_metrics
-            metrics.update(captions, batch["captions"])
-            self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val", batch_size=size)
-            if stage == "val" and self._samples is None:
-                n = self.hparams.num_samples
-                self._samples = {
-                    "image": batch["image"][:n].float().cpu(),
-                    "file": batch["file"][:n],
-                    "references": batch["captions"][:n],
-                    "generated": captions[:n],
-                }
-        return loss
+        if stage == "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+            return loss, None
+        size = tokens.shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        captions = self.generate(memory)
+        self.metrics[stage].update(captions, batch["captions"])
+        self.log_dict(self.metrics[stage], prog_bar=stage == "val", batch_size=size)
+        return loss, captions
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+        return self._shared_step(batch, "val")[1]
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         captions = self.generate(self.encode(batch["image"]))
         return [{"file": file, "caption": caption} for file, caption in zip(batch["file"], captions, strict=True)]
 
-    def on_validation_epoch_end(self) -> None:
-        samples, self._samples = self._samples, None
-        if samples is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        self._log_samples(samples, f"samples/epoch_{self.current_epoch:03d}")
-
-    def _log_samples(self, samples: dict[str, Any], folder: str) -> None:
-        """A table of images with their reference and generated captions, and a grid PNG, as MLflow artifacts."""
+    def sample_predictions(self, batch: dict[str, Any], captions: list[str]) -> Samples:
+        """Images of a batch with their generated and reference captions, as a table and a grid."""
         from matplotlib.figure import Figure
-        from PIL import Image
 
+        n = self.hparams.num_samples
         mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-        pixels = ((samples["image"] * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
-        rows, images = [], {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, (file, refs, generated) in enumerate(
-                zip(samples["file"], samples["references"], samples["generated"], strict=True)
-            ):
-                thumb = Path(tmp) / f"{i}.png"
-                Image.fromarray(pixels[i]).save(thumb)
-                log_artifact(self.trainer, thumb, folder)
-                images[i] = thumb.name
-                rows.append({"file": Path(file).name, "generated": generated, "references": " | ".join(refs)})
-        log_table(self.trainer, rows, f"{folder}/captions", images=images)
+        images = batch["image"][:n].float().cpu()
+        pixels = ((images * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
+        rows = [
+            {"file": Path(file).name, "generated": generated, "references": " | ".join(refs)}
+            for file, generated, refs in zip(batch["file"][:n], captions[:n], batch["captions"][:n], strict=True)
+        ]
         figure = Figure(figsize=(2.2 * len(rows), 2.6))
         for i, row in enumerate(rows):
             axis = figure.add_subplot(1, len(rows), i + 1)
             axis.imshow(pixels[i])
             axis.set_title(textwrap.fill(row["generated"], 22), fontsize=7)
             axis.axis("off")
-        log_figure(self.trainer, figure, f"{folder}/grid.png")
+        return Samples(rows, images=list(pixels), figure=figure)
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]

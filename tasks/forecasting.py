@@ -8,9 +8,9 @@ on the same windows, so a user sees at once whether the model is worth anything.
 
 from __future__ import annotations
 
-import copy
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanMetric, MetricCollection
 from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
 
-from ..artifacts import log_figure, log_table
+from ..datamodules.timeseries import PriceSpec
+from ..samples import Samples
 
 
 class RecurrentBackbone(nn.Module):
@@ -57,10 +58,9 @@ class PriceForecaster(LightningModule):
         backbone: ``lstm``, ``gru`` or ``transformer``.
         loss: ``quantile`` (pinball loss over ``quantiles``; intervals in predictions), ``mae`` or ``mse``.
         season_length: period of the seasonal-naive baseline and the MASE scale (5 = a business week).
-        horizon, lookback, num_features, target_scale: taken from the data at fit time and kept in checkpoints.
+        spec: the data's ``PriceSpec`` (lookback, horizon, inputs, scale) as a checkpoint keeps it; for a new
+            training the CLI passes the DataModule's to ``configure`` instead.
     """
-
-    task_name: ClassVar[str] = "forecasting"
 
     def __init__(
         self,
@@ -73,13 +73,10 @@ class PriceForecaster(LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 1e-5,
         season_length: int = 5,
-        horizon: int | None = None,
-        lookback: int | None = None,
-        num_features: int | None = None,
-        target_scale: float | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["spec"])
         self.quantiles = sorted(quantiles or [0.1, 0.5, 0.9]) if loss == "quantile" else [0.5]
         if 0.5 not in self.quantiles:
             raise ValueError(f"quantiles {self.quantiles} must include 0.5 (the point forecast)")
@@ -93,77 +90,69 @@ class PriceForecaster(LightningModule):
                 "snaive_mase": MeanMetric(),
             }
         )
-        self.metrics = nn.ModuleDict({"val_": metrics.clone(), "test_": metrics.clone()})
+        self.metrics = nn.ModuleDict({stage: metrics.clone(prefix=f"{stage}/") for stage in ("val", "test")})
+        self.spec: PriceSpec | None = None
         self.net: nn.Module | None = None
-        if horizon is not None:
-            self._build()
+        self._history: dict[str, tuple[list[str], list[float]]] = {}  # per series, for the forecast plot
+        if spec is not None:
+            self.configure(PriceSpec(**spec))
 
-    def _build(self) -> None:
+    def configure(self, spec: PriceSpec) -> None:
+        """Build the layers that depend on the data, once: from the DataModule's spec, or the checkpoint's."""
+        self.spec = spec
+        self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
         hp = self.hparams
         if hp.backbone == "transformer":
-            body = TransformerBackbone(hp.num_features, hp.hidden_size, hp.num_layers, hp.dropout, hp.lookback)
+            body = TransformerBackbone(spec.num_features, hp.hidden_size, hp.num_layers, hp.dropout, spec.lookback)
         else:
-            body = RecurrentBackbone(hp.backbone, hp.num_features, hp.hidden_size, hp.num_layers, hp.dropout)
-        self.net = nn.Sequential(body, nn.Linear(hp.hidden_size, hp.horizon * len(self.quantiles)))
-
-    def setup(self, stage: str) -> None:
-        if self.net is None:
-            data = self.trainer.datamodule
-            self.hparams.update(
-                horizon=data.hparams.horizon,
-                lookback=data.hparams.lookback,
-                num_features=data.num_features,
-                target_scale=data.target_scale,
-            )
-            self._hparams_initial = copy.deepcopy(self._hparams)  # what Lightning logs and compares with the data's
-            self._build()
+            body = RecurrentBackbone(hp.backbone, spec.num_features, hp.hidden_size, hp.num_layers, hp.dropout)
+        self.net = nn.Sequential(body, nn.Linear(hp.hidden_size, spec.horizon * len(self.quantiles)))
 
     def forward(self, past: Tensor) -> Tensor:
         """Quantiles of log(price / last price), shape (batch, horizon, quantiles)."""
-        scale = self.hparams.target_scale
+        scale = self.spec.target_scale
         past = torch.cat([past[..., :1] / scale, past[..., 1:]], dim=-1)
-        out = self.net(past).view(past.shape[0], self.hparams.horizon, len(self.quantiles))
+        out = self.net(past).view(past.shape[0], self.spec.horizon, len(self.quantiles))
         return out * scale
 
     def example_input(self) -> Tensor:
         """A batch of one lookback window, for the signature of the logged MLflow model."""
-        return torch.zeros(1, self.hparams.lookback, self.hparams.num_features)
+        return torch.zeros(1, self.spec.lookback, self.spec.num_features)
 
     def to_prices(self, relative: Tensor, last_price: Tensor) -> Tensor:
         return last_price.view(-1, *([1] * (relative.dim() - 1))) * torch.exp(relative)
 
     def _loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        scale = self.hparams.target_scale
-        error = (target.unsqueeze(-1) - pred) / scale
+        error = (target.unsqueeze(-1) - pred) / self.spec.target_scale
         if self.hparams.loss == "quantile":
             q = torch.tensor(self.quantiles, device=pred.device, dtype=pred.dtype)
             return torch.maximum(q * error, (q - 1) * error).mean()
         return error.abs().mean() if self.hparams.loss == "mae" else error.pow(2).mean()
 
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor | None]:
+        """The loss of a batch, and outside training its forecasts in prices (after updating the metrics)."""
         pred = self(batch["past"])
         loss = self._loss(pred, batch["target"])
-        if stage != "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
-            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=pred.shape[0], sync_dist=True)
-            self._update_metrics(stage, pred, batch)
-        return loss, pred
+        if stage == "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+            return loss, None
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=pred.shape[0], sync_dist=True)
+        prices = self.to_prices(pred, batch["last_price"])
+        self._update_metrics(stage, prices[..., self.quantiles.index(0.5)], batch)
+        return loss, prices
 
-    def _update_metrics(self, stage: str, pred: Tensor, batch: dict[str, Tensor]) -> None:
-        point = self.to_prices(pred[..., self.quantiles.index(0.5)], batch["last_price"])
+    def _update_metrics(self, stage: str, point: Tensor, batch: dict[str, Tensor]) -> None:
         actual, past = batch["target_price"], batch["past_price"]
         m = self.hparams.season_length
         scale = (past[:, m:] - past[:, :-m]).abs().mean(dim=1).clamp_min(1e-8)  # in-sample seasonal-naive error
         naive = past[:, -1:].expand_as(actual)
         steps = torch.arange(actual.shape[1], device=actual.device)
         snaive = past[:, past.shape[1] - m + steps % m]
-        metrics = self.metrics[f"{stage}_"]
+        metrics = self.metrics[stage]
         for name in ("mae", "mape", "smape"):
             metrics[name].update(point, actual)
         for name, forecast in (("mase", point), ("naive_mase", naive), ("snaive_mase", snaive)):
             metrics[name].update((forecast - actual).abs().mean(dim=1) / scale)
-        self.log_dict(
-            {f"{stage}/{k}": v for k, v in metrics.items()}, on_epoch=True, batch_size=actual.shape[0], sync_dist=True
-        )
+        self.log_dict(metrics, batch_size=actual.shape[0], sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -171,21 +160,19 @@ class PriceForecaster(LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        _, pred = self._shared_step(batch, "val")
-        if batch_idx == 0 and not self.trainer.sanity_checking:
-            self._log_samples(pred, batch)
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")[1]
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")[1]
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict[str, Any]]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         prices = self.to_prices(self(batch["past"]), batch["last_price"]).float().cpu()
-        info = self.trainer.datamodule.predict_info
         rows = []
-        for i, index in enumerate(batch["index"].tolist()):
-            for step, date in enumerate(info[index]["dates"]):
-                row = {"series": info[index]["series"], "date": date, "step": step + 1}
+        for i, (series, dates) in enumerate(zip(batch["series"], batch["dates"], strict=True)):
+            self._history[series] = (batch["past_dates"][i], batch["past_price"][i].tolist())
+            for step, date in enumerate(dates):
+                row = {"series": series, "date": date, "step": step + 1}
                 row["price"] = round(float(prices[i, step, self.quantiles.index(0.5)]), 6)
                 for j, q in enumerate(self.quantiles):
                     if q != 0.5:
@@ -193,53 +180,37 @@ class PriceForecaster(LightningModule):
                 rows.append(row)
         return rows
 
-    def save_prediction_extras(self, rows: list[dict[str, Any]], output_dir: Path) -> None:
+    def save_prediction_extras(self, rows: list[dict[str, Any]], output_dir: Path, name: str) -> None:
         """A plot per series: recent history, the forecast and its interval."""
         import pandas as pd
 
         frame = pd.DataFrame(rows)
-        history = {i["series"]: i["history"] for i in self.trainer.datamodule.predict_info}
-        figure = _plot(
-            [
-                (name, history[name][0], history[name][1], pd.to_datetime(g["date"]), g)
-                for name, g in frame.groupby("series", sort=False)
-            ],
-            self.quantiles,
-        )
-        figure.savefig(output_dir / f"{self.task_name}.png", dpi=100, bbox_inches="tight")
+        panels = []
+        for series, group in frame.groupby("series", sort=False):
+            past_dates, past_prices = self._history[series]
+            panels.append((series, pd.to_datetime(past_dates), past_prices, pd.to_datetime(group["date"]), group))
+        _plot(panels, self.quantiles).savefig(output_dir / f"{name}.png", dpi=100, bbox_inches="tight")
 
-    def _log_samples(self, pred: Tensor, batch: dict[str, Tensor]) -> None:
-        if not self.trainer.is_global_zero or not self.trainer.loggers:
-            return
-        prices = self.to_prices(pred, batch["last_price"]).float().cpu()
+    def sample_predictions(self, batch: dict[str, Tensor], prices: Tensor) -> Samples:
+        """Four windows of a batch: their history, forecast, interval and what really happened."""
         n, lookback = min(4, prices.shape[0]), batch["past_price"].shape[1]
-        columns = {f"q{round(q * 100):02d}": prices[:n, :, j] for j, q in enumerate(self.quantiles)}
+        prices = prices.float().cpu()
         panels, rows = [], []
         for i in range(n):
             actual = batch["target_price"][i].cpu()
-            frame = {"price" if k == "q50" else f"price_{k}": v[i] for k, v in columns.items()}
-            panels.append(
-                (
-                    f"window {i}",
-                    range(lookback),
-                    batch["past_price"][i].cpu(),
-                    range(lookback, lookback + len(actual)),
-                    frame,
-                    actual,
-                )
-            )
+            frame = {self._column(q): prices[i, :, j] for j, q in enumerate(self.quantiles)}
+            future = range(lookback, lookback + len(actual))
+            panels.append((f"window {i}", range(lookback), batch["past_price"][i].cpu(), future, frame, actual))
             rows += [
-                {
-                    "window": i,
-                    "step": s + 1,
-                    "actual": round(float(actual[s]), 4),
-                    **{k: round(float(v[s]), 4) for k, v in frame.items()},
-                }
+                {"window": i, "step": s + 1, "actual": round(float(actual[s]), 4)}
+                | {k: round(float(v[s]), 4) for k, v in frame.items()}
                 for s in range(len(actual))
             ]
-        epoch = self.current_epoch
-        log_table(self.trainer, rows, f"samples/forecast_epoch{epoch:03d}")
-        log_figure(self.trainer, _plot(panels, self.quantiles), f"samples/forecast_epoch{epoch:03d}.png")
+        return Samples(rows, figure=_plot(panels, self.quantiles))
+
+    @staticmethod
+    def _column(q: float) -> str:
+        return "price" if q == 0.5 else f"price_q{round(q * 100):02d}"
 
 
 def _plot(panels: list[tuple], quantiles: list[float]):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from dataclasses import asdict
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -10,8 +11,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from ..artifacts import log_table
-from ..datamodules.audio import FeaturePipeline
+from ..datamodules.audio import SpeechSpec
+from ..datamodules.audio.features import FeaturePipeline
+from ..samples import Samples
 
 
 class ConvSubsampling(nn.Module):
@@ -62,11 +64,10 @@ class SpeechTranscriber(LightningModule):
     Args:
         encoder: ``lstm`` (default, fast on CPU), ``gru`` or ``conformer`` (torchaudio).
         hidden_size: RNN hidden size per direction, or the Conformer width.
-        vocab, features: filled from the DataModule in ``setup("fit")`` and kept in the checkpoint.
         samples_to_log: reference/hypothesis pairs logged to MLflow each validation epoch.
+        spec: the data's ``SpeechSpec`` (characters, feature settings) as a checkpoint keeps it; for a new
+            training the CLI passes the DataModule's to ``configure`` instead.
     """
-
-    task_name: ClassVar[str] = "transcription"
 
     def __init__(
         self,
@@ -79,40 +80,31 @@ class SpeechTranscriber(LightningModule):
         lr: float = 2e-3,
         weight_decay: float = 1e-2,
         samples_to_log: int = 8,
-        vocab: list[str] | None = None,
-        features: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["spec"])
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
         metrics = MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate()})
-        self.metrics = nn.ModuleDict({s: metrics.clone(prefix=f"{s}/") for s in ("val", "test")})
-        self.samples: list[dict[str, str]] = []
-        if vocab is not None and features is not None:
-            self._build()
+        self.metrics = nn.ModuleDict({stage: metrics.clone(prefix=f"{stage}/") for stage in ("val", "test")})
+        self.spec: SpeechSpec | None = None
+        if spec is not None:
+            self.configure(SpeechSpec(**spec))
 
-    def _build(self) -> None:
-        """Layers that depend on the data: the feature pipeline and the output size (the vocabulary)."""
+    def configure(self, spec: SpeechSpec) -> None:
+        """Build the layers that depend on the data (features, output characters), once: from the DataModule or
+        the checkpoint."""
+        self.spec = spec
+        self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
         hp = self.hparams
-        self.features = FeaturePipeline(**hp.features)
+        self.features = FeaturePipeline(**spec.features)
         dim = hp.hidden_size
-        self.subsample = ConvSubsampling(hp.features["n_mels"], hp.conv_channels, dim)
+        self.subsample = ConvSubsampling(spec.features["n_mels"], hp.conv_channels, dim)
         if hp.encoder == "conformer":
             self.encoder = ConformerEncoder(dim, hp.num_heads, hp.num_layers, hp.dropout)
         else:
             self.encoder = RNNEncoder(hp.encoder, dim, dim, hp.num_layers, hp.dropout)
-        self.head = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(self.encoder.out_dim, len(hp.vocab)))
-
-    def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if getattr(self, "head", None) is None:
-            if dm is None or getattr(dm, "vocab", None) is None:
-                raise ValueError("SpeechTranscriber needs a SpeechDataModule (or a checkpoint) for its vocabulary")
-            self.hparams.vocab = list(dm.vocab)
-            self.hparams.features = dm.feature_settings
-            self._build()
-        elif dm is not None and hasattr(dm, "use_settings"):
-            dm.use_settings(self.hparams.vocab, self.hparams.features)  # encode and featurize as in training
+        self.head = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(self.encoder.out_dim, len(spec.vocab)))
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch -> (B, T', vocab) log-probabilities and their lengths."""
@@ -125,51 +117,44 @@ class SpeechTranscriber(LightningModule):
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Greedy CTC: best class per frame, repeats collapsed, blanks removed."""
-        vocab = self.hparams.vocab
+        vocab = self.spec.vocab
         texts = []
         for best, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), strict=True):
             chars = [vocab[c] for i, c in enumerate(best[:n]) if c != 0 and (i == 0 or c != best[i - 1])]
             texts.append(" ".join("".join(chars).split()))
         return texts
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
+        """The CTC loss of a batch, and outside training its transcripts and error rates."""
         log_probs, lengths = self(batch)
         loss = self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"])
+        if stage == "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+            return loss, None
         size = len(batch["text"])
-        if stage != "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
-            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
-            hyps = self.decode(log_probs, lengths)
-            metrics = self.metrics[stage]
-            metrics.update(hyps, batch["text"])
-            self.log_dict(metrics, batch_size=size, prog_bar=True)
-            room = self.hparams.samples_to_log - len(self.samples)
-            self.samples += [
-                {"file": f, "reference": r, "hypothesis": h}
-                for f, r, h in list(zip(batch["file"], batch["text"], hyps, strict=True))[: max(room, 0)]
-            ]
-        return loss
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        hypotheses = self.decode(log_probs, lengths)
+        self.metrics[stage].update(hypotheses, batch["text"])
+        self.log_dict(self.metrics[stage], batch_size=size, prog_bar=True)
+        return loss, hypotheses
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+        return self._shared_step(batch, "val")[1]
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            log_table(self.trainer, self.samples, f"transcripts/val_epoch{self.current_epoch:03d}")
-        self.samples = []
-
-    def on_test_epoch_end(self) -> None:
-        log_table(self.trainer, self.samples, "transcripts/test")
-        self.samples = []
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         hyps = self.decode(*self(batch))
         return [{"file": f, "transcript": h} for f, h in zip(batch["file"], hyps, strict=True)]
+
+    def sample_predictions(self, batch: dict[str, Any], hypotheses: list[str]) -> Samples:
+        """Utterances of a batch with what was said and what the model heard."""
+        rows = zip(batch["file"], batch["text"], hypotheses, strict=True)
+        n = self.hparams.samples_to_log
+        return Samples([{"file": f, "reference": r, "hypothesis": h} for f, r, h in list(rows)[:n]])
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

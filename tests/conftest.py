@@ -7,6 +7,7 @@ get it through their Makefile's ``VENV`` variable instead of installing their ow
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -25,6 +26,15 @@ def bake(output_dir: Path, template: str | Path = REPO, **context: object) -> Pa
     """Generate a project without prompts and return its folder."""
     extra = {"project_name": "Demo Project", **ALL_TASKS, **context}
     return Path(cookiecutter(str(template), no_input=True, output_dir=str(output_dir), extra_context=extra))
+
+
+def load_registry() -> dict:
+    """The template's task registry (``tasks/__init__.py``: standard library only), as the post-gen hook reads it."""
+    spec = importlib.util.spec_from_file_location("template_task_registry", REPO / "tasks" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.TASKS
 
 
 def project_env(project: Path, **extra: str) -> dict[str, str]:

@@ -27,9 +27,19 @@ def images(package):
 
 
 @pytest.fixture(scope="module")
+def text(package):
+    return importlib.import_module(f"{package.__name__}.datamodules.images.text")
+
+
+@pytest.fixture(scope="module")
+def DataError(package):
+    return importlib.import_module(f"{package.__name__}.datamodules.common").DataError
+
+
+@pytest.fixture(scope="module")
 def small_coco(package, tmp_path_factory) -> Path:
     """40 shape scenes in COCO format (each test copies what it breaks)."""
-    sample = importlib.import_module(f"{package.__name__}.datamodules.sample_images")
+    sample = importlib.import_module(f"{package.__name__}.datamodules.images.sample")
     return sample.write_sample(tmp_path_factory.mktemp("coco"), seed=1, num_images=40)
 
 
@@ -59,7 +69,7 @@ def copy_coco(coco: Path, out: Path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["coco", "csv", "jsonl"])
-def test_each_format_gives_leak_free_padded_batches(images, small_coco, tmp_path, fmt):
+def test_each_format_gives_leak_free_padded_batches(images, text, small_coco, tmp_path, fmt):
     path = {
         "coco": lambda: small_coco,
         "csv": lambda: as_csv(small_coco, tmp_path),
@@ -74,15 +84,16 @@ def test_each_format_gives_leak_free_padded_batches(images, small_coco, tmp_path
     assert sum(map(len, files.values())) == 40
     assert not (files["train"] & files["val"] or files["train"] & files["test"] or files["val"] & files["test"])
     assert all(len(caps) == 5 for _, caps in dm.splits["train"])  # every caption of an image stays with it
-    assert dm.vocab[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and "circle" in dm.vocab and "," not in dm.vocab
+    vocab = dm.spec.vocab
+    assert vocab[:4] == ("<pad>", "<bos>", "<eos>", "<unk>") and "circle" in vocab and "," not in vocab
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (8, 3, 32, 32) and batch["tokens"].shape[0] == 8
     for row, length in zip(batch["tokens"], batch["token_lengths"], strict=True):
-        assert row[0] == images.BOS and row[length - 1] == images.EOS and (row[length:] == images.PAD).all()
+        assert row[0] == text.BOS and row[length - 1] == text.EOS and (row[length:] == text.PAD).all()
     assert len(batch["captions"][0]) == 5 and batch["captions"][0][2] == batch["captions"][0][2].lower()
     again = images.ImageCaptionDataModule(str(path), image_root=root, val_fraction=0.2, test_fraction=0.2)
     again.setup("fit")
-    assert again.splits == dm.splits and again.vocab == dm.vocab  # deterministic
+    assert again.splits == dm.splits and again.spec.vocab == dm.spec.vocab  # deterministic
 
 
 def break_missing_image(coco: Path) -> str:
@@ -112,10 +123,10 @@ def break_empty_caption(coco: Path) -> str:
 @pytest.mark.parametrize(
     "breaks", [break_missing_image, break_unreadable_image, break_unknown_image_id, break_empty_caption]
 )
-def test_bad_input_is_named_or_skipped(images, small_coco, tmp_path, caplog, breaks):
+def test_bad_input_is_named_or_skipped(images, DataError, small_coco, tmp_path, caplog, breaks):
     coco = copy_coco(small_coco, tmp_path)
     message = breaks(coco)
-    with pytest.raises(images.DataError, match="on_bad_input: skip") as error:
+    with pytest.raises(DataError, match="on_bad_input: skip") as error:
         images.ImageCaptionDataModule(str(coco)).setup("fit")
     assert message in str(error.value)
     dm = images.ImageCaptionDataModule(str(coco), on_bad_input="skip")
@@ -125,13 +136,13 @@ def test_bad_input_is_named_or_skipped(images, small_coco, tmp_path, caplog, bre
     assert 39 <= sum(len(s) for s in dm.splits.values()) <= 40
 
 
-def test_missing_image_root_and_format_are_explained(images, small_coco, tmp_path):
-    with pytest.raises(images.DataError, match="image root .*nowhere.* does not exist"):
+def test_missing_image_root_and_format_are_explained(images, DataError, small_coco, tmp_path):
+    with pytest.raises(DataError, match="image root .*nowhere.* does not exist"):
         images.ImageCaptionDataModule(str(small_coco), image_root=str(tmp_path / "nowhere")).setup("fit")
-    with pytest.raises(images.DataError, match="needs the columns 'image,caption'"):
+    with pytest.raises(DataError, match="needs the columns 'image,caption'"):
         (tmp_path / "bad.csv").write_text("file,text\na.png,a dog\n")
         images.ImageCaptionDataModule(str(tmp_path / "bad.csv")).setup("fit")
-    with pytest.raises(images.DataError, match="cannot tell the format"):
+    with pytest.raises(DataError, match="cannot tell the format"):
         (tmp_path / "x.txt").write_text("")
         images.ImageCaptionDataModule(str(tmp_path / "x.txt")).setup("fit")
 
@@ -164,20 +175,20 @@ def test_fit_logs_losses_bleu_and_caption_tables(project, trained):
     assert trained.info.status == "FINISHED"
     assert len(client.get_metric_history(trained.info.run_id, "train/loss")) >= 5
     assert {"test/bleu1", "test/bleu4", "val/bleu4", "val/loss"} <= set(trained.data.metrics)
-    epochs = [a.path for a in client.list_artifacts(trained.info.run_id, "samples")]
-    assert len(epochs) == 4
-    files = {Path(a.path).name for a in client.list_artifacts(trained.info.run_id, epochs[-1])}
-    assert {"captions.csv", "captions.html", "grid.png", "0.png"} <= files
+    folders = [a.path for a in client.list_artifacts(trained.info.run_id, "samples")]
+    assert folders == ["samples/test"] + [f"samples/val_epoch{e:03d}" for e in range(4)]
+    files = {Path(a.path).name for a in client.list_artifacts(trained.info.run_id, folders[-1])}
+    assert {"predictions.csv", "predictions.html", "figure.png", "0.png"} <= files
     assert (project / "runs" / "captioning" / trained.info.run_id / "checkpoints" / "best.ckpt").exists()
 
 
-def test_brief_training_beats_most_common_caption(project, trained, images):
+def test_brief_training_beats_most_common_caption(project, trained, images, text):
     from torchmetrics.text import BLEUScore
 
     dm = images.ImageCaptionDataModule(str(project / "data/sample/captioning/annotations.json"))
     dm.setup("fit")
-    common = Counter(" ".join(images.words(c)) for _, caps in dm.splits["train"] for c in caps).most_common(1)[0][0]
-    refs = [[" ".join(images.words(c)) for c in caps] for _, caps in dm.splits["test"]]
+    common = Counter(" ".join(text.words(c)) for _, caps in dm.splits["train"] for c in caps).most_common(1)[0][0]
+    refs = [[" ".join(text.words(c)) for c in caps] for _, caps in dm.splits["test"]]
     baseline = float(BLEUScore(n_gram=4)([common] * len(refs), refs))
     assert trained.data.metrics["test/bleu4"] > baseline + 0.1, (trained.data.metrics["test/bleu4"], baseline)
 
@@ -214,8 +225,9 @@ def test_encoder_weights_file_freezing_and_decoding(package, tmp_path):
     weights = torchvision.models.resnet18().state_dict()
     torch.save(weights, tmp_path / "resnet18.pth")
     vocab = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]
+    spec = {"vocab": vocab, "image_size": 64}
     model = captioning.ImageCaptioner(
-        vocab=vocab, encoder="resnet18", weights_path=str(tmp_path / "resnet18.pth"), freeze_encoder=True, d_model=32
+        spec=spec, encoder="resnet18", weights_path=str(tmp_path / "resnet18.pth"), freeze_encoder=True, d_model=32
     )
     assert torch.equal(model.encoder[0].weight, weights["conv1.weight"])
     model.train()
@@ -227,6 +239,6 @@ def test_encoder_weights_file_freezing_and_decoding(package, tmp_path):
         assert len(captions) == 2 and all(set(c.split()) <= set(vocab[3:]) for c in captions)
     (tmp_path / "bad.pth").write_bytes(b"nope")
     with pytest.raises(ValueError, match="cannot load resnet18 weights from"):
-        captioning.ImageCaptioner(vocab=vocab, encoder="resnet18", weights_path=str(tmp_path / "bad.pth"))
+        captioning.ImageCaptioner(spec=spec, encoder="resnet18", weights_path=str(tmp_path / "bad.pth"))
     with pytest.raises(ValueError, match="unknown encoder 'resnet9000'"):
-        captioning.ImageCaptioner(vocab=vocab, encoder="resnet9000")
+        captioning.ImageCaptioner(spec=spec, encoder="resnet9000")

@@ -21,6 +21,13 @@ def timeseries(package):
 
 
 @pytest.fixture(scope="module")
+def DataError(package):
+    from demo_project.datamodules.common import DataError
+
+    return DataError
+
+
+@pytest.fixture(scope="module")
 def sample_prices(project: Path, package) -> Path:
     from demo_project import sample_data
 
@@ -51,7 +58,7 @@ def test_sample_splits_are_chronological_and_scale_is_fitted_on_training_only(ti
     frame.loc[late, "price"] *= 50
     changed = timeseries.PriceDataModule(path=str(write(tmp_path / "wild.csv", frame)))
     changed.setup("fit")
-    assert changed.target_scale == pytest.approx(data.target_scale)
+    assert changed.spec.target_scale == pytest.approx(data.spec.target_scale)
 
 
 def test_wide_file_with_covariate(timeseries, tmp_path):
@@ -81,7 +88,7 @@ def test_wide_file_with_covariate(timeseries, tmp_path):
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert batch["past"].shape[1:] == (20, 2)
-    assert data.num_features == 2
+    assert data.spec.num_features == 2
     assert_batch_holds_its_windows(data.datasets["fit"], batch)
 
 
@@ -156,14 +163,14 @@ def test_parquet_is_read(timeseries, sample_prices, tmp_path):
     ],
     ids=["bad-date", "duplicate-date", "not-a-number", "negative", "empty", "missing-column", "too-short"],
 )
-def test_bad_files_are_rejected_with_row_and_column(timeseries, tmp_path, rows, message):
+def test_bad_files_are_rejected_with_row_and_column(timeseries, DataError, tmp_path, rows, message):
     path = write(tmp_path / "prices.csv", rows)
-    with pytest.raises(timeseries.DataError, match=message):
+    with pytest.raises(DataError, match=message):
         timeseries.PriceDataModule(path=str(path)).setup("fit")
 
 
-def test_missing_file_says_how_to_get_data(timeseries, tmp_path):
-    with pytest.raises(timeseries.DataError, match=r"price file .*nope.csv' does not exist.*make sample-data"):
+def test_missing_file_says_how_to_get_data(timeseries, DataError, tmp_path):
+    with pytest.raises(DataError, match=r"price file .*nope.csv' does not exist.*make sample-data"):
         timeseries.PriceDataModule(path=str(tmp_path / "nope.csv")).setup("fit")
 
 
@@ -215,8 +222,9 @@ def test_training_is_tracked_in_mlflow(project, trained):
     assert trained.data.params["backbone"] == "lstm" and trained.data.params["lookback"] == "40"
     artifacts = {a.path for a in client.list_artifacts(trained.info.run_id)}
     assert {"config.yaml", "checkpoints", "samples"} <= artifacts
-    samples = {a.path for a in client.list_artifacts(trained.info.run_id, "samples")}
-    assert "samples/forecast_epoch000.png" in samples and "samples/forecast_epoch000.csv" in samples
+    samples = {a.path for a in client.list_artifacts(trained.info.run_id, "samples/val_epoch000")}
+    assert {f"samples/val_epoch000/{f}" for f in ("figure.png", "predictions.csv", "predictions.html")} <= samples
+    assert len(client.list_artifacts(trained.info.run_id, "samples")) == EPOCHS + 1, "each epoch, and the test"
     config = client.download_artifacts(trained.info.run_id, "config.yaml")
     assert "PriceForecaster" in Path(config).read_text()
     assert Path(trained.data.tags["best_checkpoint"]).exists()

@@ -97,7 +97,7 @@ def train_at_once(project: Path, count: int, uri: str, timeout_s: float = 420) -
     names = [f"together-{i}-{os.getpid()}-{time.monotonic_ns()}" for i in range(count)]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", PACKAGE, "fit", *TINY, *QUICK, "--trainer.logger.run_name", name],
+            [sys.executable, "-m", PACKAGE, "fit", *TINY, *QUICK, "--tracking.run_name", name],
             cwd=project,
             env=project_env(project, MLFLOW_TRACKING_URI=uri),
             stdout=subprocess.DEVNULL,
@@ -151,7 +151,7 @@ def assert_nothing_lost(uri: str, names: list[str]) -> None:
 def test_training_logs_metrics_and_artifacts_over_http(team_project, server):
     from mlflow import MlflowClient
 
-    run_cli(team_project, "fit", *TINY, "--trainer.logger.run_name", "over-http", MLFLOW_TRACKING_URI=server)
+    run_cli(team_project, "fit", *TINY, "--tracking.run_name", "over-http", MLFLOW_TRACKING_URI=server)
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name("forecasting")
     (run,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'over-http'")

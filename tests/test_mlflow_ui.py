@@ -1,4 +1,4 @@
-"""The MLflow UI as a user sees it: `make ui-check` opens it in headless Chromium for a project with one finished
+"""The MLflow UI as a user sees it: tests/ui/ui_check.py opens it in headless Chromium for a project with one finished
 forecasting run and finds the experiment, the run and its drawn `train/loss` chart; it saves a screenshot.
 
 Needs Debian's chromium (CI installs it with tests/ui/install_chromium.sh); skipped without it.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import VENV, forecasting_project, mlflow_runs, project_env, run_cli
+from conftest import forecasting_project, mlflow_runs, project_env, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -35,9 +35,14 @@ def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-def ui_check(project: Path, screenshot: Path) -> subprocess.CompletedProcess:
+UI_CHECK = Path(__file__).parent / "ui" / "ui_check.py"
+
+
+def ui_check(project: Path, screenshot: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the UI check on the project's store: its newest forecasting run must show a drawn train/loss chart."""
+    store = ["--tracking-uri", f"sqlite:///{project / 'mlflow.db'}", "--experiment", "forecasting"]
     return subprocess.run(
-        ["make", "-C", str(project), f"VENV={VENV}", "ui-check", "TASK=forecasting", f"SCREENSHOT={screenshot}"],
+        [sys.executable, str(UI_CHECK), *store, "--screenshot", str(screenshot), *args],
         env=project_env(project),
         capture_output=True,
         text=True,
@@ -60,15 +65,7 @@ def test_ui_shows_the_experiment_the_run_and_its_loss_chart(trained_once, tmp_pa
 def test_ui_check_fails_when_the_chart_is_not_there(trained_once, tmp_path):
     """The check is not vacuous: a metric the run never logged is reported missing, with a screenshot anyway."""
     screenshot = tmp_path / "missing.png"
-    result = subprocess.run(
-        [sys.executable, "scripts/ui_check.py", "--metric", "train/never_logged", "--timeout", "40"]
-        + ["--screenshot", str(screenshot)],
-        cwd=trained_once,
-        env=project_env(trained_once),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = ui_check(trained_once, screenshot, "--metric", "train/never_logged", "--timeout", "40")
     assert result.returncode == 1
     assert "did not show a drawn train/never_logged chart" in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -10,24 +12,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import ALL_TASKS, REPO, VENV, bake
+from conftest import ALL_TASKS, REPO, VENV, bake, load_registry
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
 
-TASK_FILES = {
-    "image_captioning": (
-        "captioning",
-        ["tasks/captioning.py", "datamodules/images.py", "datamodules/sample_images.py"],
-    ),
-    "price_forecasting": (
-        "forecasting",
-        ["tasks/forecasting.py", "datamodules/timeseries.py", "datamodules/sample_prices.py"],
-    ),
-    "speech_transcription": (
-        "transcription",
-        ["tasks/transcription.py", "datamodules/audio.py", "datamodules/sample_speech.py"],
-    ),
-}
+REGISTRY = load_registry()
+PROMPTS = dict(zip(ALL_TASKS, ["captioning", "forecasting", "transcription"], strict=True))  # answer -> task
 COMBINATIONS = [
     dict(zip(ALL_TASKS, flags, strict=True)) for flags in itertools.product([True, False], repeat=3) if any(flags)
 ]
@@ -37,11 +27,16 @@ COMBINATIONS = [
 def test_bake_task_combination(tmp_path: Path, choice: dict[str, bool]) -> None:
     project = bake(tmp_path, **choice)
     package = project / "src" / "demo_project"
-    for key, (name, files) in TASK_FILES.items():
-        for file in files:
-            assert (package / file).exists() == choice[key], file
-        assert (project / "configs" / f"{name}.yaml").exists() == choice[key]
-        assert (project / "tests" / f"test_{name}.py").exists() == choice[key]
+    chosen = [PROMPTS[k] for k, v in choice.items() if v]
+    for name, task in REGISTRY.items():
+        for module in task.modules():  # each task's own code, e.g. tasks/captioning.py and datamodules/images/
+            path = package / module.replace(".", "/")
+            assert (path.exists() or path.with_suffix(".py").exists()) == (name in chosen), module
+        assert (project / "configs" / f"{name}.yaml").exists() == (name in chosen)
+        assert (project / "tests" / f"test_{name}.py").exists() == (name in chosen)
+    assert (package / "datamodules" / "common.py").exists()  # what no task owns is always there
+    registry = (package / "tasks" / "__init__.py").read_text()
+    assert [n for n in REGISTRY if f'"{n}",' in registry] == chosen, "the registry lists the chosen tasks only"
     for path in project.rglob("*"):
         if path.is_file():
             text = path.read_text()
@@ -54,11 +49,17 @@ def test_bake_task_combination(tmp_path: Path, choice: dict[str, bool]) -> None:
     assert (
         any(d.startswith("espeakng-loader") for d in meta["project"]["dependencies"]) == choice["speech_transcription"]
     )
-    chosen = [TASK_FILES[k][0] for k, v in choice.items() if v]
     tasks = subprocess.run(
         ["make", "-s", "-C", str(project), "print-tasks"], capture_output=True, text=True, check=True
     )
     assert tasks.stdout.split() == chosen
+    imported = subprocess.run(
+        [sys.executable, "-c", "from demo_project.tasks import TASKS, load; [load(t.model) for t in TASKS.values()]"],
+        env={"PYTHONPATH": str(project / "src")},
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -119,7 +120,7 @@ def test_bake_from_git_url(tmp_path: Path) -> None:
     )
     package = Path(project) / "src" / "from_git"
     assert (package / "tasks" / "forecasting.py").exists()
-    assert (package / "datamodules" / "audio.py").exists()
+    assert (package / "datamodules" / "audio" / "datamodule.py").exists()
     assert not (package / "tasks" / "captioning.py").exists()
 
 
@@ -147,3 +148,41 @@ def test_template_code_is_ruff_clean() -> None:
     paths = [str(REPO / p) for p in ("tasks", "datamodules", "tests", "bench") if (REPO / p).exists()]
     check = subprocess.run([ruff, "check", *paths], capture_output=True, text=True, cwd=REPO)
     assert check.returncode == 0, check.stdout
+
+
+# Private names of Lightning and jsonargparse objects that our subclasses (LightningCLI, LightningModule) inherit.
+INHERITED_PRIVATE = {"_get", "_trainer", "_hparams", "_hparams_initial", "_parser", "_instantiate_trainer",
+                     "_run_subcommand", "_results", "_current_fx_name", "_log_hyperparams", "_set_seed"}  # fmt: skip
+
+
+def private_lightning_names(source: str) -> list[str]:
+    """Uses of private names of Lightning/jsonargparse in code (not in comments or docstrings)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PRIVATE_SOURCES:
+            found += [f"{node.lineno}: import {a.name}" for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = ast.unparse(node.value)
+            on_lightning = re.search(r"(trainer|loop|connector|cli)$", owner, re.IGNORECASE)
+            if on_lightning or (owner in ("self", "super()") and node.attr in INHERITED_PRIVATE):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+PRIVATE_SOURCES = {"lightning", "pytorch_lightning", "jsonargparse"}
+
+
+def test_private_lightning_names_live_in_one_module(project: Path) -> None:
+    found = {p.name: uses for p in (project / "src").rglob("*.py") if (uses := private_lightning_names(p.read_text()))}
+    assert list(found) == ["checkpoints.py"], f"private Lightning names outside checkpoints.py: {found}"
+    # Trainer._checkpoint_connector._hpc_resume_path: both attributes, on one line, commented there
+    assert [use.split(":")[0] for use in found["checkpoints.py"]] == [found["checkpoints.py"][0].split(":")[0]] * 2
+
+
+def test_the_private_name_check_finds_what_it_looks_for() -> None:
+    code = "from lightning.pytorch.cli import _x\nstep = trainer.fit_loop._batches_that_stepped\nself._get(c, 'k')\n"
+    assert [use.split(": ")[1] for use in private_lightning_names(code)] == [
+        "import _x",
+        "trainer.fit_loop._batches_that_stepped",
+        "self._get",
+    ]

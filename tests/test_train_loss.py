@@ -74,14 +74,14 @@ def train(self_log: bool, callbacks: list, accumulate: int) -> Recorder:
     ids=["cpu-reads-each-logged-step", "accelerator-reads-in-batches", "gradient-accumulation"],
 )
 def test_train_loss_matches_self_log(package, batched: bool, accumulate: int) -> None:
-    from demo_project.callbacks import TrainLoss
+    from demo_project.train_loss import TrainLoss
 
     reads = []
 
     class Counted(TrainLoss):
-        def _read(self, trainer: Trainer) -> None:
+        def _read(self, trainer: Trainer) -> float | None:
             reads.append(len(self._kept))
-            super()._read(trainer)
+            return super()._read(trainer)
 
     callback = Counted(read_every_n_steps=10)
     if batched:  # as on a GPU: losses stay on the device until read_every_n_steps
@@ -102,3 +102,13 @@ def test_train_loss_matches_self_log(package, batched: bool, accumulate: int) ->
         assert max(reads) > 1, f"kept losses must be read together, reads were {reads}"
     else:
         assert max(reads) == 1
+
+
+def test_a_task_that_logs_its_loss_itself_is_left_alone(package) -> None:
+    """No unwritten rule: self.log("train/loss") in a task gives Lightning's own logging, nothing twice."""
+    from demo_project.train_loss import TrainLoss
+
+    ours = train(self_log=True, callbacks=[TrainLoss(read_every_n_steps=10)], accumulate=1)
+    reference = train(self_log=True, callbacks=[], accumulate=1)
+    assert ours.rows == reference.rows
+    assert [s for s, _ in ours.series("train/loss_step")] == list(range(LOG_EVERY - 1, EPOCHS * STEPS_PER_EPOCH, 3))

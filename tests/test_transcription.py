@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,14 +21,21 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny ops on a busy 2-core box: one thre
 
 
 @pytest.fixture(scope="module")
-def audio(package):
-    return importlib.import_module(f"{package.__name__}.datamodules.audio")
+def audio(package) -> SimpleNamespace:
+    """The speech DataModule and the parts of it these tests reach into."""
+    root = f"{package.__name__}.datamodules"
+    return SimpleNamespace(
+        SpeechDataModule=importlib.import_module(f"{root}.audio").SpeechDataModule,
+        DataError=importlib.import_module(f"{root}.common").DataError,
+        load_audio=importlib.import_module(f"{root}.audio.decode").load_audio,
+        LengthGroupedSampler=importlib.import_module(f"{root}.audio.dataset").LengthGroupedSampler,
+    )
 
 
 @pytest.fixture(scope="module")
 def sample(package, tmp_path_factory) -> Path:
     """A small LibriSpeech-style sample: 8 speakers x 5 utterances."""
-    speech = importlib.import_module(f"{package.__name__}.datamodules.sample_speech")
+    speech = importlib.import_module(f"{package.__name__}.datamodules.audio.sample")
     return speech.write_sample(tmp_path_factory.mktemp("speech"), seed=1, speakers=8, utterances=5)
 
 
@@ -72,13 +80,13 @@ def test_each_format_gives_the_same_batches(audio, sample, tmp_path):
     for name, path in paths.items():
         dm = audio.SpeechDataModule(str(path), batch_size=4, val_fraction=0.25, test_fraction=0.25, n_mels=40)
         dm.setup("fit")
-        assert dm.vocab[0] == "<blank>" and " " in dm.vocab
+        assert dm.spec.vocab[0] == "<blank>" and " " in dm.spec.vocab
         texts[name] = sorted(i.text for split in ("train", "val", "test") for i in dm.splits[split])
         batch = next(iter(dm.train_dataloader()))
         assert set(batch) >= {"features", "feature_lengths", "targets", "target_lengths", "text", "file"}
         assert batch["features"].shape[0] == 4 and batch["features"].shape[2] == 40
         assert batch["feature_lengths"].max() == batch["features"].shape[1]
-        decoded = "".join(dm.vocab[i] for i in batch["targets"][0][: batch["target_lengths"][0]])
+        decoded = "".join(dm.spec.vocab[i] for i in batch["targets"][0][: batch["target_lengths"][0]])
         assert decoded == batch["text"][0] and decoded == decoded.lower()
     assert texts["librispeech"] == texts["jsonl"] == texts["csv"] == texts["tsv"]  # "Seven two." -> "seven two"
     dm = audio.SpeechDataModule(str(sample), val_fraction=0.25, test_fraction=0.25)
@@ -208,9 +216,9 @@ def test_training_is_tracked_in_mlflow(project, trained):
     assert len(client.get_metric_history(trained.info.run_id, "val/wer")) == EPOCHS
     assert {"test/wer", "test/cer", "test/loss"} <= set(trained.data.metrics)
     assert trained.data.params["encoder"] == "lstm"
-    tables = {a.path for a in client.list_artifacts(trained.info.run_id, "transcripts")}
-    assert {"transcripts/val_epoch000.csv", "transcripts/val_epoch000.html", "transcripts/test.csv"} <= tables
-    table = pd.read_csv(client.download_artifacts(trained.info.run_id, "transcripts/test.csv"))
+    tables = {a.path for a in client.list_artifacts(trained.info.run_id, "samples/val_epoch000")}
+    assert {"samples/val_epoch000/predictions.csv", "samples/val_epoch000/predictions.html"} <= tables
+    table = pd.read_csv(client.download_artifacts(trained.info.run_id, "samples/test/predictions.csv"))
     assert list(table.columns) == ["file", "reference", "hypothesis"] and len(table) == 8
 
 
@@ -222,7 +230,7 @@ def test_briefly_trained_model_beats_empty_output(trained):
 
 @pytest.mark.slow
 def test_predict_transcribes_new_files(project, package, trained, tmp_path):
-    speech = importlib.import_module(f"{package.__name__}.datamodules.sample_speech")
+    speech = importlib.import_module(f"{package.__name__}.datamodules.audio.sample")
     engine = speech.Espeak()
     engine.voice("en-us+m3", rate=150, pitch=50)  # a setting the sample's speakers may not have
     texts = {"a.wav": "open the door", "b.flac": "seven one two"}

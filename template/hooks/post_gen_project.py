@@ -1,10 +1,14 @@
-"""Plug the chosen task components into the generated project and remove what belongs to the others.
+"""Plug the chosen tasks into the generated project and leave out what belongs to the others.
 
-Components live once, as plain Python, in the template repository's ``tasks/`` and ``datamodules/``
-folders; this hook copies them into ``src/<package>/``. It finds them next to the ``template/`` folder
-cookiecutter rendered from (a local path or a clone of a git URL).
+Components live once, as plain Python, in the template repository's ``tasks/`` and ``datamodules/`` folders; the
+task registry there (``tasks/__init__.py``) names each task's parts. This hook copies the parts of the chosen
+tasks (``cookiecutter.__tasks``) and everything no task owns into ``src/<package>/``, writes the registry with the
+chosen tasks' entries only, and removes the configs and tests of the others. It finds the components next to the
+``template/`` folder cookiecutter rendered from (a local path or a clone of a git URL).
 """
 
+import ast
+import importlib.util
 import os
 import shutil
 import sys
@@ -12,29 +16,7 @@ from pathlib import Path
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 REPO_DIR = r"{{ cookiecutter._repo_dir }}"
-CHOSEN = {
-    "image_captioning": "{{ cookiecutter.image_captioning }}".strip().lower() in {"true", "yes", "y", "1", "on"},
-    "price_forecasting": "{{ cookiecutter.price_forecasting }}".strip().lower() in {"true", "yes", "y", "1", "on"},
-    "speech_transcription": "{{ cookiecutter.speech_transcription }}".strip().lower() in {"true", "yes", "y", "1", "on"},
-}
-# What each task owns, by component folder; files not listed here are shared and always copied.
-TASKS = {
-    "image_captioning": {
-        "name": "captioning",
-        "tasks": ["captioning.py"],
-        "datamodules": ["images.py", "sample_images.py"],
-    },
-    "price_forecasting": {
-        "name": "forecasting",
-        "tasks": ["forecasting.py"],
-        "datamodules": ["timeseries.py", "sample_prices.py"],
-    },
-    "speech_transcription": {
-        "name": "transcription",
-        "tasks": ["transcription.py"],
-        "datamodules": ["audio.py", "sample_speech.py"],
-    },
-}
+CHOSEN = "{{ cookiecutter.__tasks }}".split()
 
 
 def find_repo_root() -> Path:
@@ -51,30 +33,51 @@ def find_repo_root() -> Path:
     )
 
 
+def load_registry(path: Path) -> dict:
+    """The ``TASKS`` of the registry file (it imports only the standard library)."""
+    spec = importlib.util.spec_from_file_location("task_registry", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module.TASKS
+
+
+def registry_for(source: str, chosen: list[str]) -> str:
+    """The registry's source with the entries (``Task("name", ...)`` calls) of the unchosen tasks cut out."""
+    lines = source.splitlines(keepends=True)
+    cut: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Task" and node.args:
+            name = node.args[0]
+            if isinstance(name, ast.Constant) and name.value not in chosen:
+                cut.update(range(node.lineno - 1, node.end_lineno))  # an entry has lines of its own
+    return "".join(line for i, line in enumerate(lines) if i not in cut)
+
+
 def copy_components(repo: Path, project: Path) -> None:
-    unchosen = {folder: set() for folder in ("tasks", "datamodules")}
-    for key, spec in TASKS.items():
-        if not CHOSEN[key]:
-            for folder in unchosen:
-                unchosen[folder].update(spec[folder])
-    for folder, skip in unchosen.items():
-        target = project / "src" / PACKAGE / folder
-        target.mkdir(parents=True, exist_ok=True)
-        for source in sorted((repo / folder).glob("*.py")):
-            if source.name not in skip:
-                shutil.copy2(source, target / source.name)
+    tasks = load_registry(repo / "tasks" / "__init__.py")
+    owned = {module for task in tasks.values() for module in task.modules()}
+    wanted = {module for name in CHOSEN for module in tasks[name].modules()}
+    target = project / "src" / PACKAGE
+    for folder in ("tasks", "datamodules"):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+        for source in sorted((repo / folder).iterdir()):
+            module = f"{folder}.{source.name.removesuffix('.py')}"
+            if source.name == "__pycache__" or (module in owned and module not in wanted):
+                continue
+            if source.is_dir():
+                shutil.copytree(source, target / folder / source.name, ignore=IGNORED)
+            else:
+                shutil.copy2(source, target / folder / source.name)
+    registry = target / "tasks" / "__init__.py"
+    registry.write_text(registry_for(registry.read_text(), CHOSEN))
+    for name in set(tasks) - set(CHOSEN):
+        (project / "configs" / f"{name}.yaml").unlink(missing_ok=True)
+        (project / "tests" / f"test_{name}.py").unlink(missing_ok=True)
 
 
-def remove_unchosen(project: Path) -> None:
-    for key, spec in TASKS.items():
-        if CHOSEN[key]:
-            continue
-        name = spec["name"]
-        for path in (project / "configs" / f"{name}.yaml", project / "tests" / f"test_{name}.py"):
-            path.unlink(missing_ok=True)
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 if __name__ == "__main__":
-    project_dir = Path.cwd()
-    copy_components(find_repo_root(), project_dir)
-    remove_unchosen(project_dir)
+    copy_components(find_repo_root(), Path.cwd())

@@ -8,13 +8,7 @@ SLUG = "{{ cookiecutter.project_slug }}"
 PACKAGE = "{{ cookiecutter.package_name }}"
 PYTHON = "{{ cookiecutter.python_version }}"
 TRACKING_URI = "{{ cookiecutter.mlflow_tracking_uri }}"
-TASKS = {
-    "image_captioning": "{{ cookiecutter.image_captioning }}",
-    "price_forecasting": "{{ cookiecutter.price_forecasting }}",
-    "speech_transcription": "{{ cookiecutter.speech_transcription }}",
-}
-TRUE = {"true", "yes", "y", "1", "on"}
-FALSE = {"false", "no", "n", "0", "off"}
+TASKS = "{{ cookiecutter.__tasks }}".split()  # the chosen tasks (template/cookiecutter.json)
 
 
 def problems() -> list[str]:
@@ -29,10 +23,7 @@ def problems() -> list[str]:
             f"package_name {PACKAGE!r} is not a valid Python package name: use lower-case letters, digits and "
             "underscores, starting with a letter, and not a Python keyword (e.g. 'my_project')."
         )
-    for name, value in TASKS.items():
-        if value.strip().lower() not in TRUE | FALSE:
-            found.append(f"{name} is {value!r}: answer yes or no.")
-    if not any(value.strip().lower() in TRUE for value in TASKS.values()):
+    if not TASKS:
         found.append(
             "no task chosen: answer yes to at least one of image_captioning, price_forecasting, speech_transcription."
         )

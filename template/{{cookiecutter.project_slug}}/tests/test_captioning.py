@@ -11,7 +11,8 @@ from conftest import PROJECT, run_cli
 from PIL import Image
 
 from {{ cookiecutter.package_name }}.datamodules.common import DataError
-from {{ cookiecutter.package_name }}.datamodules.images import BOS, ImageCaptionDataModule
+from {{ cookiecutter.package_name }}.datamodules.images import ImageCaptionDataModule
+from {{ cookiecutter.package_name }}.datamodules.images.text import BOS
 
 CONFIG = str(PROJECT / "configs" / "captioning.yaml")
 

@@ -23,7 +23,7 @@ def test_sample_speech_gives_batches_split_by_speaker(sample_path):
     assert train and val and not train & val
     batch = next(iter(dm.train_dataloader()))
     assert batch["features"].shape[0] == 4 and batch["features"].shape[2] == 40
-    assert dm.vocab[0] == "<blank>" and all(batch["text"])
+    assert dm.spec.vocab[0] == "<blank>" and all(batch["text"])
     assert (batch["target_lengths"] > 0).all() and batch["targets"].shape[0] == 4
 
 

@@ -11,11 +11,13 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from .tasks import task_of
+
 
 class PredictionWriter(BasePredictionWriter):
     """Saves predictions as ``<output_dir>/<task>.csv`` and ``.json``.
 
-    A task may define ``save_prediction_extras(rows, output_dir)`` to add more (e.g. a forecast plot).
+    A task may define ``save_prediction_extras(rows, output_dir, name)`` to add more (e.g. a forecast plot).
     """
 
     def __init__(self, output_dir: str = "predictions") -> None:
@@ -29,7 +31,7 @@ class PredictionWriter(BasePredictionWriter):
             predictions = [batch for loader in predictions for batch in loader]  # several dataloaders
         rows = [row for batch in predictions for row in batch]
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        name = getattr(pl_module, "task_name", "predictions")
+        name = task_of(type(pl_module)).name
         if trainer.world_size > 1:
             name = f"{name}-rank{trainer.global_rank}"
         csv_path = self.output_dir / f"{name}.csv"
@@ -37,5 +39,5 @@ class PredictionWriter(BasePredictionWriter):
         (self.output_dir / f"{name}.json").write_text(json.dumps(rows, indent=1, default=str))
         extras = getattr(pl_module, "save_prediction_extras", None)
         if callable(extras):
-            extras(rows, self.output_dir)
+            extras(rows, self.output_dir, name)
         rank_zero_info(f"Wrote {len(rows)} predictions to {csv_path}")

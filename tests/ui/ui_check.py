@@ -1,10 +1,11 @@
 """Open the MLflow UI in headless Chromium and check what a user would look for: the experiment, its newest run and
-the run's metric chart (default `train/loss`), drawn. Saves a screenshot.
+the run's metric chart (default `train/loss`), drawn. Saves a screenshot. Test machinery of the template (used by
+tests/test_mlflow_ui.py on a baked project), not part of generated projects.
 
-    make ui-check [TASK=forecasting] [SCREENSHOT=ui-check.png]
-    python scripts/ui_check.py --experiment forecasting --metric train/loss --screenshot ui-check.png
+    python tests/ui/ui_check.py --tracking-uri sqlite:////path/to/project/mlflow.db --experiment forecasting \
+        --metric train/loss --screenshot ui-check.png
 
-With MLFLOW_TRACKING_URI=http://... it checks that server's UI; otherwise it serves the project's SQLite store with
+With an http:// tracking URI it checks that server's UI; with a SQLite one it serves the store with
 `mlflow server` on a free port of 127.0.0.1 for the check, and stops it afterwards. Needs Debian's `chromium`
 (apt-get install chromium); the browser is driven over the DevTools protocol with aiohttp, which MLflow installs.
 Exits 1 with what was missing, so CI fails when the UI does not show the run.
@@ -26,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from {{ cookiecutter.package_name }}.tracking import prepare_store, tracking_uri
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -148,10 +147,10 @@ class Browser:
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
-async def check_ui(ui: str, experiment: str, metric: str, screenshot: Path, timeout_s: float) -> None:
+async def check_ui(uri: str, ui: str, experiment: str, metric: str, screenshot: Path, timeout_s: float) -> None:
     import aiohttp
 
-    experiment_id, run_id, run_name = newest_run(tracking_uri(), experiment)
+    experiment_id, run_id, run_name = newest_run(uri, experiment)
     profile = tempfile.mkdtemp(prefix="ui-check-chromium-")
     chromium = subprocess.Popen(
         [find_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -192,18 +191,18 @@ async def check_ui(ui: str, experiment: str, metric: str, screenshot: Path, time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", required=True, help="the store to serve (sqlite:///...) or a server's URL")
     parser.add_argument("--experiment", default="forecasting", help="experiment (task) whose newest run is checked")
     parser.add_argument("--metric", default="train/loss", help="metric whose chart must be drawn")
     parser.add_argument("--screenshot", type=Path, default=Path("ui-check.png"))
     parser.add_argument("--timeout", type=float, default=180, help="seconds allowed for each thing to appear")
     args = parser.parse_args()
-    uri = tracking_uri()
+    uri = args.tracking_uri
     server = None
     try:
         if uri.startswith(("http://", "https://")):
             ui = uri.rstrip("/")
         else:
-            prepare_store(uri)
             port = free_port()
             ui = f"http://127.0.0.1:{port}"
             mlflow = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--workers", "1"]
@@ -215,7 +214,7 @@ def main() -> None:
                 start_new_session=True,
             )
         wait_for_http(f"{ui}/health", server, args.timeout)
-        asyncio.run(check_ui(ui, args.experiment, args.metric, args.screenshot, args.timeout))
+        asyncio.run(check_ui(uri, ui, args.experiment, args.metric, args.screenshot, args.timeout))
     except UICheckFailed as error:
         raise SystemExit(f"ERROR: UI check failed at {ui}: {error}") from None
     finally:

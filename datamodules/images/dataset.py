@@ -1,0 +1,69 @@
+"""Captioned images as tensors: the image, one caption as word ids for teacher forcing, all captions for BLEU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .files import read_image
+from .text import BOS, EOS, PAD, UNK, words
+
+
+class CaptionDataset(Dataset):
+    """One item per image: the image, one caption for teacher forcing, and all captions as BLEU references.
+
+    Images to caption (prediction) have no captions: their items hold the image and its file name only.
+    """
+
+    def __init__(
+        self,
+        items: list[tuple[Path, list[str]]],
+        vocab: list[str],
+        size: int,
+        transform: Any,
+        max_tokens: int,
+        random_caption: bool,
+        cache: dict[Path, torch.Tensor] | None = None,
+    ) -> None:
+        self.items, self.size, self.transform, self.cache = items, size, transform, cache
+        self.index = {w: i for i, w in enumerate(vocab)}
+        self.max_tokens, self.random_caption = max_tokens, random_caption
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _image(self, path: Path) -> torch.Tensor:
+        if self.cache is None:
+            return read_image(path, self.size)
+        if path not in self.cache:
+            self.cache[path] = read_image(path, self.size)
+        return self.cache[path]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path, captions = self.items[i]
+        if not captions:
+            return {"image": self.transform(self._image(path)), "file": str(path)}
+        # a different reference each epoch in training; the first one for a stable validation loss
+        pick = int(torch.randint(len(captions), ())) if self.random_caption else 0
+        ids = [self.index.get(w, UNK) for w in words(captions[pick])][: self.max_tokens - 2]
+        return {
+            "image": self.transform(self._image(path)),
+            "tokens": torch.tensor([BOS, *ids, EOS]),
+            "captions": [" ".join(words(c)) for c in captions],
+            "file": str(path),
+        }
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images; pad token sequences with <pad> and keep their lengths."""
+    out: dict[str, Any] = {"image": torch.stack([b["image"] for b in batch]), "file": [b["file"] for b in batch]}
+    if "tokens" in batch[0]:
+        lengths = torch.tensor([len(b["tokens"]) for b in batch])
+        tokens = torch.full((len(batch), int(lengths.max())), PAD, dtype=torch.long)
+        for row, b in enumerate(batch):
+            tokens[row, : len(b["tokens"])] = b["tokens"]
+        out.update(tokens=tokens, token_lengths=lengths, captions=[b["captions"] for b in batch])
+    return out
