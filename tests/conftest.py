@@ -82,6 +82,32 @@ def mlflow_runs(project: Path, experiment: str) -> list:
     return client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
 
 
+class Store:
+    """A fresh SQLite tracking store per training: a new file, never one deleted under an open connection."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.uri = f"sqlite:///{folder / name}.db"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"MLFLOW_TRACKING_URI": self.uri}
+
+    def runs(self, experiment: str = "forecasting") -> list:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.uri)
+        found = client.get_experiment_by_name(experiment)
+        assert found is not None, f"no experiment {experiment!r} in {self.uri}"
+        return client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
+
+    def steps(self, run_id: str, key: str) -> list[int]:
+        from mlflow import MlflowClient
+
+        history = MlflowClient(self.uri).get_metric_history(run_id, key)
+        assert history, f"no {key} in run {run_id}"
+        return sorted(m.step for m in history)
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project baked with every task, shared by the tests that only read or train in it."""

@@ -28,3 +28,71 @@ class SignalAtStep(Callback):
         if trainer.global_step == int(os.environ["FAULT_STEP"]):
             time.sleep(float(os.environ.get("FAULT_DELAY", "0")))
             os.kill(os.getpid(), signal.Signals[os.environ["FAULT_SIGNAL"]])
+
+
+class BreakArtifactUploads(Callback):
+    """Every artifact upload fails, as on a full disk or a read-only artifact folder; metrics still go through."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        from mlflow import MlflowClient
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        for name in ("log_artifact", "log_artifacts", "log_text"):
+            setattr(MlflowClient, name, full)
+
+
+class LogRejectedMetric(Callback):
+    """Logs a metric whose name MLflow rejects (`val/acc@1`) at every validation, beside the task's own."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            for logger in trainer.loggers:
+                logger.log_metrics({"val/acc@1": 0.5, "val/fine": 1.0}, trainer.global_step)
+
+
+class KillWhileSaving(Callback):
+    """SIGKILL at the worst moment of the checkpoint save at step $FAULT_STEP or later, whatever the saving method:
+    halfway through copying bytes into a checkpoint file, or just before renaming a finished file into place."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.global_step < int(os.environ["FAULT_STEP"]):
+            return
+        import shutil
+
+        def die(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def copy_half(src, dst, *args, **kwargs):
+            with open(src, "rb") as f:
+                data = f.read()
+            with open(dst, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            die()
+
+        def move(src, dst, *args, **kwargs):  # a rename within a file system, else a copy
+            same = os.stat(src).st_dev == os.stat(os.path.dirname(os.path.abspath(dst))).st_dev
+            die() if same else copy_half(src, dst)
+
+        shutil.copyfile, shutil.move = copy_half, move
+        os.replace = os.rename = die
+
+
+class TouchAtStart(Callback):
+    """Makes $FAULT_TOUCH the newest file of its kind when the trainer is built (before Lightning starts other
+    ranks): a checkpoint that `--ckpt_path last` would pick if anything resolved it again."""
+
+    def __init__(self) -> None:
+        if os.environ.get("LOCAL_RANK", "0") == "0" and "FAULT_TOUCH" in os.environ:
+            os.utime(os.environ["FAULT_TOUCH"])
+
+
+class RecordCheckpointPath(Callback):
+    """Each rank writes the checkpoint it resumed from to $FAULT_RECORD.<rank>."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        with open(f"{os.environ['FAULT_RECORD']}.{trainer.global_rank}", "w") as f:
+            f.write(str(trainer.ckpt_path))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE, forecasting_project, project_env, run_cli, run_make
+from conftest import PACKAGE, Store, forecasting_project, project_env, run_cli, run_make
 
 pytestmark = pytest.mark.slow
 QUICK = "--trainer.max_epochs 1 --trainer.enable_progress_bar false --trainer.accelerator cpu --test_after_fit false"
@@ -23,32 +23,6 @@ QUICK = "--trainer.max_epochs 1 --trainer.enable_progress_bar false --trainer.ac
 def fproject(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A forecasting-only project with its sample data, for trainings that must not share a store."""
     return forecasting_project(tmp_path_factory.mktemp("dist"))
-
-
-class Store:
-    """A fresh SQLite tracking store per training: a new file, never one deleted under an open connection."""
-
-    def __init__(self, folder: Path, name: str) -> None:
-        self.uri = f"sqlite:///{folder / name}.db"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"MLFLOW_TRACKING_URI": self.uri}
-
-    def runs(self, experiment: str = "forecasting") -> list:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(self.uri)
-        found = client.get_experiment_by_name(experiment)
-        assert found is not None, f"no experiment {experiment!r} in {self.uri}"
-        return client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
-
-    def steps(self, run_id: str, key: str) -> list[int]:
-        from mlflow import MlflowClient
-
-        history = MlflowClient(self.uri).get_metric_history(run_id, key)
-        assert history, f"no {key} in run {run_id}"
-        return sorted(m.step for m in history)
 
 
 def final(run, key: str) -> float:
@@ -124,16 +98,21 @@ def test_resume_after_sigkill_continues_the_same_run(fproject: Path, tmp_path: P
         old.unlink()
     code = train_until(fproject, store, "SIGKILL", step=50, epochs=3, log=tmp_path / "fit.log")  # in epoch 2
     assert code == -signal.SIGKILL
-    assert store.runs()[0].info.status == "RUNNING"  # nothing could mark it
+    killed = store.runs()[0]
+    assert killed.info.status == "RUNNING"  # nothing could mark it
+    assert f"{killed.info.run_id}  RUNNING (its process is gone" in run_make(fproject, "runs", **store.env).stdout
     resume = "ARGS=--trainer.max_epochs 3 --trainer.enable_progress_bar false --test_after_fit false"
-    run_make(fproject, "resume", resume, **store.env)
+    resumed = run_make(fproject, "resume", resume, **store.env)
+    assert f"MLflow run {killed.info.run_id} (continued)" in resumed.stdout
     runs = store.runs()
     assert len(runs) == 1, "resuming must continue the run, not start a second one"
     run = runs[0]
     assert run.info.status == "FINISHED"
     val = store.steps(run.info.run_id, "val/loss")
-    assert len(set(val)) == 3, f"one validation per epoch across the restart, got steps {val}"
-    train = sorted(set(store.steps(run.info.run_id, "train/loss")))
+    assert len(val) == 3, f"one validation per epoch across the restart, no step twice, got steps {val}"
+    # the steps logged between the last checkpoint and the kill are run again after resuming: logged once
+    train = store.steps(run.info.run_id, "train/loss")
+    assert len(train) == len(set(train)), f"train/loss logged some steps twice: {train}"
     gaps = {b - a for a, b in zip(train, train[1:], strict=False)}
     assert gaps == {10}, f"train/loss steps must continue without gaps, got {train}"
     assert train[-1] >= val[-1] - 10
@@ -161,30 +140,38 @@ SLURM_TASK = {
 }
 
 
-def test_a_slurm_job_resumes_its_own_preemption_checkpoint_and_refuses_another_jobs(
-    fproject: Path, tmp_path: Path
-) -> None:
-    """Under SLURM, Lightning resumes from any runs/hpc_ckpt_*.ckpt when fit has no ckpt_path."""
+def test_slurm_jobs_keep_their_preemption_checkpoints_apart(fproject: Path, tmp_path: Path) -> None:
+    """Under SLURM, Lightning resumes from the newest hpc_ckpt_<n>.ckpt of the trainer's root folder when fit has no
+    ckpt_path: each job has a folder of its own (runs/slurm/<job id>), so a requeued job continues its own
+    training and another job in the same project starts its own."""
     store = Store(tmp_path, "hpc")
     job = {**SLURM_TASK, "SLURM_JOB_ID": "100", **store.env}
     fit = ("fit", "--config", "configs/forecasting.yaml", *QUICK.split())
     run_cli(fproject, *fit, **job)
-    run = store.runs()[0]
-    hpc = fproject / "runs" / "hpc_ckpt_1.ckpt"  # what Lightning writes on SIGUSR1 before the job is requeued
-    shutil.copy(fproject / "runs" / "forecasting" / run.info.run_id / "checkpoints" / "last.ckpt", hpc)
+    (first,) = store.runs()
+    last = fproject / "runs" / "forecasting" / first.info.run_id / "checkpoints" / "last.ckpt"
+    hpc = fproject / "runs" / "slurm" / "100" / "hpc_ckpt_1.ckpt"  # what Lightning writes on SIGUSR1 before a requeue
+    hpc.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(last, hpc)
+    stray = fproject / "runs" / "slurm" / "200" / "hpc_ckpt_1.ckpt"
     try:
-        other = run_cli(fproject, *fit, check=False, **{**job, "SLURM_JOB_ID": "200"})
-        assert other.returncode != 0
-        assert f"{hpc.relative_to(fproject)} is a preemption checkpoint of SLURM job 100" in other.stderr
-        assert "Traceback" not in other.stderr
-        assert len(store.runs()) == 1, "the refused job must not start a run"
+        other = run_cli(fproject, *fit, **{**job, "SLURM_JOB_ID": "300"})  # another job meanwhile: its own run
+        assert f"MLflow run {first.info.run_id}" not in other.stdout and hpc.exists()
+        assert len(store.runs()) == 2
+
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(last, stray)  # job 100's checkpoint moved by hand into job 200's folder
+        refused = run_cli(fproject, *fit, check=False, **{**job, "SLURM_JOB_ID": "200"})
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert "is a preemption checkpoint of SLURM job 100, not of this job (200)" in refused.stderr
         untracked = run_cli(fproject, *fit, "--trainer.logger", "false", check=False, **{**job, "SLURM_JOB_ID": "200"})
         assert untracked.returncode != 0 and "is a preemption checkpoint of SLURM job 100" in untracked.stderr
+        assert len(store.runs()) == 2, "the refused job must not start a run"
 
-        run_cli(fproject, *fit, "--trainer.max_epochs", "2", **job)  # job 100, requeued
-        runs = store.runs()
-        assert len(runs) == 1, "the requeued job continues its run"
-        assert runs[0].info.status == "FINISHED"
-        assert len(set(store.steps(run.info.run_id, "val/loss"))) == 2, "epoch 1 from the checkpoint, then epoch 2"
+        requeued = run_cli(fproject, *fit, "--trainer.max_epochs", "2", **job)  # job 100 again, requeued
+        assert f"MLflow run {first.info.run_id} (continued)" in requeued.stdout
+        runs = {r.info.run_id: r for r in store.runs()}
+        assert len(runs) == 2 and runs[first.info.run_id].info.status == "FINISHED"
+        assert len(store.steps(first.info.run_id, "val/loss")) == 2, "epoch 1 from the checkpoint, then epoch 2"
     finally:
-        hpc.unlink(missing_ok=True)
+        shutil.rmtree(fproject / "runs" / "slurm", ignore_errors=True)

@@ -25,6 +25,7 @@ TINY = (
     "--trainer.enable_progress_bar false"
 )
 JOB_TIMEOUT_S = 300
+EPOCHS = 6  # of the requeued job: long enough to be stopped in the middle
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
 
 pytestmark = pytest.mark.skipif(
@@ -75,13 +76,18 @@ def job_id(sbatch_stdout: str) -> str:
     raise AssertionError(f"no job id in sbatch's output:\n{sbatch_stdout}")
 
 
+def job_fields(job: str, env: dict[str, str]) -> dict[str, str]:
+    """`scontrol show job` as a dict (JobState, ExitCode, Restarts, ...)."""
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job], env=env, capture_output=True, text=True)
+    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
+
+
 def wait_for_job(job: str, env: dict[str, str], output: Path, timeout_s: float = JOB_TIMEOUT_S) -> dict[str, str]:
     """Poll `scontrol show job` until the job ends; its fields (JobState, ExitCode, ...) as a dict."""
     deadline = time.monotonic() + timeout_s
     fields: dict[str, str] = {}
     while time.monotonic() < deadline:
-        shown = subprocess.run(["scontrol", "-o", "show", "job", job], env=env, capture_output=True, text=True)
-        fields = dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
+        fields = job_fields(job, env)
         if fields.get("JobState") in DONE:
             return fields
         time.sleep(2)
@@ -144,3 +150,64 @@ def test_script_without_a_task_explains_itself(fresh_project):
     )
     assert result.returncode == 2
     assert "ERROR: name the task first" in result.stderr
+
+
+def submit(project: Path, env: dict[str, str], *args: str) -> str:
+    submitted = subprocess.run(
+        ["sbatch", "--nodes", "1", "--ntasks-per-node", "1", "scripts/slurm.sbatch", "forecasting", *args],
+        cwd=project, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    return job_id(submitted.stdout)
+
+
+@pytest.mark.slow
+def test_two_jobs_in_one_project_one_requeued_both_finish_in_their_own_runs(slurm, fresh_project):
+    """`scontrol requeue` stops a running job (SIGTERM: it saves a preemption checkpoint in runs/slurm/<job id>/) and
+    starts it again, which continues its own run; the other job's checkpoints are never taken or deleted."""
+    env = project_env(fresh_project, VENV=str(VENV), **slurm)
+    longer = [*TINY.replace("max_epochs 1", f"max_epochs {EPOCHS}").split(), "--test_after_fit", "false"]
+    jobs = {name: submit(fresh_project, env, *longer, "--tracking.run_name", name) for name in ("requeued", "other")}
+    store = f"sqlite:///{fresh_project / 'mlflow.db'}"
+
+    def validations(name: str) -> int:
+        from mlflow import MlflowClient
+
+        if not (fresh_project / "mlflow.db").exists():
+            return 0
+        client = MlflowClient(store)
+        experiment = client.get_experiment_by_name("forecasting")
+        runs = [] if experiment is None else client.search_runs([experiment.experiment_id], f"run_name = '{name}'")
+        return len(client.get_metric_history(runs[0].info.run_id, "val/loss")) if runs else 0
+
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    outputs = [fresh_project / f"slurm-{job}.out" for job in jobs.values()]
+    while not all(p.exists() and "MLflow run " in p.read_text() for p in outputs):  # both made the store
+        assert time.monotonic() < deadline, "the jobs did not start their runs"
+        time.sleep(1)
+    while validations("requeued") < 2:  # a few epochs in, with checkpoints
+        assert time.monotonic() < deadline, "the job to requeue did not get going"
+        time.sleep(1)
+    subprocess.run(["scontrol", "requeue", jobs["requeued"]], env=env, check=True, timeout=60)
+    while job_fields(jobs["requeued"], env).get("JobState") != "PENDING":  # stopped; SLURM holds it ~2 minutes
+        assert time.monotonic() < deadline, "the requeued job did not stop"
+        time.sleep(1)
+    subprocess.run(["scontrol", "update", f"JobId={jobs['requeued']}", "StartTime=now"], env=env, check=True)
+    ended = {name: wait_for_job(job, env, fresh_project / f"slurm-{job}.out") for name, job in jobs.items()}
+    for name, fields in ended.items():
+        assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", (name, fields)
+    assert ended["requeued"]["Restarts"] == "1" and ended["other"]["Restarts"] == "0"
+    runs = {r.info.run_name: r for r in mlflow_runs(fresh_project, "forecasting")}
+    assert sorted(runs) == ["other", "requeued"] and all(r.info.status == "FINISHED" for r in runs.values())
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    last = EPOCHS * 5 - 1  # 5 steps an epoch
+    for run in runs.values():
+        train = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        val = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
+        for name, steps in (("train/loss", train), ("val/loss", val)):
+            assert len(steps) == len(set(steps)) and max(steps) == last, f"{run.info.run_name} {name}: {sorted(steps)}"
+    log = (fresh_project / f"slurm-{jobs['requeued']}.out").read_text()
+    assert f"MLflow run {runs['requeued'].info.run_id} (continued)" in log, log[-3000:]
+    assert not list((fresh_project / "runs" / "slurm").rglob("hpc_ckpt_*.ckpt")), "each job deletes its own at the end"

@@ -1,4 +1,13 @@
-"""Finding, reading and guarding checkpoints.
+"""Finding, reading, writing and guarding checkpoints.
+
+* ``resolve`` turns what a user passes as ``--ckpt_path`` (``best``, ``last``, a run id, a file, ``runs:/<run id>``,
+  ``models:/<name>/<version>``) into a checkpoint file, and refuses one that is truncated or holds code: every
+  checkpoint is read with ``torch.load(weights_only=True)`` first, so nothing from a file or the tracking store
+  runs code. A run's checkpoint artifact is what ``runs:/`` and ``models:/`` mean; a pickled MLflow model is
+  never loaded.
+* ``AtomicCheckpointIO`` writes a checkpoint beside its final name, syncs it to disk and renames it, so that a
+  process killed while saving leaves the previous ``last.ckpt`` whole.
+* Under SLURM each job keeps its preemption checkpoints in a folder of its own (``job_root``).
 
 This is the one module of the project that uses Lightning's private names, each commented where it is used with
 the public API that is missing; ``tests/test_lightning_internals.py`` fails with a clear message if an upgrade of
@@ -8,27 +17,39 @@ Lightning removes one. Today there is one: ``Trainer._checkpoint_connector._hpc_
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 RUNS_DIR = "runs"
+HPC_CHECKPOINT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
 
 
-def newest(task: str, kind: str, runs_dir: str | Path = RUNS_DIR) -> Path:
-    """The most recent ``best.ckpt`` or ``last.ckpt`` written for ``task``."""
-    found = sorted(Path(runs_dir).glob(f"{task}/*/checkpoints/{kind}.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(
-            f"ERROR: no {kind}.ckpt for task {task!r} under {Path(runs_dir).resolve()}/{task}/. "
-            f"Train first (make train TASK={task}) or pass a checkpoint file: --ckpt_path path/to/file.ckpt"
-        )
-    return found[-1]
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found or read; reported as one ERROR line."""
+
+
+def readable(path: str | Path) -> Path:
+    """``path`` if it is a whole checkpoint of plain tensors and values (no code to unpickle), else a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # truncated, not a checkpoint, or pickled objects that would run code
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({reason[:200]}). It may be truncated (a training killed while "
+            "saving it) or not come from this project: pass another one, e.g. --ckpt_path last"
+        ) from None
+    return path
 
 
 def entry(path: str | Path, key: str) -> Any:
@@ -41,30 +62,111 @@ def run_id(path: str | Path) -> str | None:
     return (entry(path, "mlflow") or {}).get("run_id")
 
 
-def from_model_uri(uri: str, out_dir: Path) -> Path:
-    """Turn an MLflow model (``runs:/<id>/model``, ``models:/name/1``) into a checkpoint ``predict`` can use."""
-    import lightning
-    import mlflow.pytorch
+def resolve(value: str, task: str, runs_dir: str | Path = RUNS_DIR) -> Path:
+    """The checkpoint file that ``value`` names, checked with ``readable``.
 
-    from .store import tracking_uri
+    ``best``/``last``: the newest such checkpoint of ``task``; a run id: that run's ``last.ckpt``; ``runs:/<run id>``
+    or ``models:/<name>/<version or alias>``: the run's checkpoint artifact in the tracking store; else a file.
+    """
+    runs = Path(runs_dir) / task
+    if value in ("best", "last"):
+        found = sorted(runs.glob(f"*/checkpoints/{value}.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise CheckpointError(
+                f"no {value}.ckpt for task {task!r} under {runs.resolve()}/. Train first (make train TASK={task}) or "
+                "pass a checkpoint file: --ckpt_path path/to/file.ckpt"
+            )
+        return readable(found[-1])
+    if value.startswith(("runs:/", "models:/")):
+        return readable(from_store(value, Path(runs_dir) / "downloaded"))
+    if not Path(value).exists() and re.fullmatch(r"[0-9a-f]{32}", value):  # an MLflow run id
+        found = runs / value / "checkpoints" / "last.ckpt"
+        if not found.is_file():
+            known = sorted(p.parent.parent.name for p in runs.glob("*/checkpoints/last.ckpt"))
+            raise CheckpointError(
+                f"no last.ckpt of run {value} under {runs}/; runs with one: {', '.join(known) or 'none'}"
+            )
+        return readable(found)
+    return readable(value)
 
-    mlflow.set_tracking_uri(tracking_uri())
-    module = mlflow.pytorch.load_model(uri, map_location="cpu")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / (uri.replace(":/", "-").replace("/", "-") + ".ckpt")
-    hparams = dict(module.hparams)
-    hparams["_class_path"] = f"{type(module).__module__}.{type(module).__qualname__}"
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams}
-    checkpoint["pytorch-lightning_version"] = lightning.__version__
-    torch.save(checkpoint, path)
-    return path
+
+def from_store(uri: str, out_dir: Path) -> Path:
+    """Download the checkpoint artifact of the run behind ``runs:/<run id>[/...]`` or ``models:/<name>/<ref>``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from .store import redact, tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    try:
+        if uri.startswith("models:/"):
+            name, _, ref = uri[len("models:/") :].partition("/")
+            version = (
+                client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+            )
+            run = version.run_id
+        else:
+            run = uri[len("runs:/") :].split("/")[0]
+        artifacts = {Path(a.path).name: a.path for a in client.list_artifacts(run, "checkpoints")}
+    except MlflowException as error:
+        raise CheckpointError(f"cannot find {uri} in {redact(tracking_uri())}: {str(error).splitlines()[0]}") from None
+    chosen = next((artifacts[n] for n in ("best.ckpt", "last.ckpt") if n in artifacts), None)
+    chosen = chosen or next((p for n, p in sorted(artifacts.items()) if n.endswith(".ckpt")), None)
+    if chosen is None:
+        raise CheckpointError(
+            f"run {run} ({uri}) has no checkpoint artifact under checkpoints/; predict needs one (a run logs its "
+            "best checkpoint unless --tracking.log_checkpoints false)"
+        )
+    target = out_dir / run
+    target.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run, chosen, str(target)))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Saves a checkpoint to a temporary file in its own folder, syncs it, then renames it over the old one.
+
+    A rename within a folder is atomic, so a process killed at any moment of a save leaves either the previous
+    checkpoint or the new one whole. Lightning's default writes through a temporary file in ``$TMPDIR``, which on a
+    cluster is often another file system: the final move is then a copy, and a kill during it truncates the file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a power cut
+        finally:
+            os.close(folder)
+
+
+def job_root(root: str | Path) -> Path:
+    """Where a training keeps what is not a run's (preemption checkpoints): its SLURM job's own folder, or ``root``.
+
+    Lightning resumes from the newest ``hpc_ckpt_<n>.ckpt`` of the trainer's root folder; a folder per job means
+    a requeued job finds its own, and two jobs in one project never take or delete each other's.
+    """
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job and SLURMEnvironment.detect():
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return Path(root) / "slurm" / (f"{job}_{task}" if task else job)
+    return Path(root)
 
 
 def own_hpc_checkpoint(trainer: Trainer) -> str | None:
     """The ``hpc_ckpt_*.ckpt`` that Lightning will resume from when fit has no ``ckpt_path`` under SLURM.
 
-    Lightning takes any such file in the root folder; one that another job wrote (a cancelled one, say) is
-    refused with a message rather than continued.
+    It is in this job's folder (``job_root``); one that another job wrote (copied there by hand, say) is refused
+    with a message rather than continued.
     """
     if not SLURMEnvironment.detect():
         return None
@@ -73,23 +175,22 @@ def own_hpc_checkpoint(trainer: Trainer) -> str | None:
     path = trainer._checkpoint_connector._hpc_resume_path
     if path is None:
         return None
+    readable(path)
     job = os.environ.get("SLURM_JOB_ID")
-    try:
-        owner = entry(path, "slurm_job_id")
-    except Exception:  # unreadable: not this job's either
-        owner = None
-    if owner is None or owner != job:
-        raise SystemExit(
-            f"ERROR: {path} is a preemption checkpoint of SLURM job {owner or '(unknown)'}, not of this job ({job}),"
-            f" and Lightning would resume from it. To continue that training pass --ckpt_path {path}; to start a "
-            "new one, move or delete the file."
+    owner = entry(path, "slurm_job_id")
+    if owner != job:
+        raise CheckpointError(
+            f"{path} is a preemption checkpoint of SLURM job {owner or '(unknown)'}, not of this job ({job}), and "
+            f"Lightning would resume from it. To continue that training pass --ckpt_path {path}; to start a new "
+            "one, move or delete the file."
         )
     return path
 
 
 class CheckpointKeeper(Callback):
-    """Marks checkpoints with their SLURM job (so a job tells its preemption checkpoints from other jobs'), and
-    saves ``last.ckpt`` when SIGTERM stops a training, so that ``make resume`` loses little work."""
+    """Marks checkpoints with their SLURM job, and saves one when SIGTERM stops a training (a cancelled or
+    requeued job, a `kill`): ``last.ckpt``, so that ``make resume`` loses little work, and under SLURM a
+    preemption checkpoint in the job's folder, so that the requeued job continues by itself."""
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         if "SLURM_JOB_ID" in os.environ:
@@ -97,7 +198,12 @@ class CheckpointKeeper(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         callback = trainer.checkpoint_callback
-        if isinstance(exception, SIGTERMException) and callback is not None and callback.dirpath:
-            path = Path(callback.dirpath) / "last.ckpt"
-            trainer.save_checkpoint(path)
-            rank_zero_info(f"Saved {path} before stopping; `make resume` continues")
+        if not isinstance(exception, SIGTERMException) or callback is None or not callback.dirpath:
+            return
+        path = Path(callback.dirpath) / "last.ckpt"
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"Saved {path} before stopping; `make resume` continues")
+        if SLURMEnvironment.detect():
+            root = Path(trainer.default_root_dir)
+            numbers = [int(m.group(1)) for p in root.glob("hpc_ckpt_*.ckpt") if (m := HPC_CHECKPOINT.fullmatch(p.name))]
+            trainer.save_checkpoint(root / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt")

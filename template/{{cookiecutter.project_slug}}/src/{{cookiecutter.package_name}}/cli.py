@@ -14,6 +14,7 @@ A command goes one way, each step handing its result to the next:
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import signal
 import sys
@@ -25,18 +26,30 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-from .checkpoints import RUNS_DIR, CheckpointKeeper, from_model_uri, newest, own_hpc_checkpoint, run_id
+from .checkpoints import (
+    RUNS_DIR,
+    AtomicCheckpointIO,
+    CheckpointError,
+    CheckpointKeeper,
+    job_root,
+    own_hpc_checkpoint,
+    resolve,
+    run_id,
+)
 from .datamodules.common import DataError
 from .mlflow_logger import MLflowLogger
 from .predict import PredictionWriter
-from .run import LogConfig, RunSettings, TrackedRun
+from .run import LogConfig, RunMissing, RunSettings, TrackedRun
 from .samples import SamplePredictions
 from .store import TrackingUnavailable, prepare_store, tracking_uri
 from .tasks import task_of
 from .train_loss import TrainLoss
+
+RESOLVED_CHECKPOINT = "LIGHTNING_TASKS_CHECKPOINT"  # --ckpt_path as rank 0 resolved it, for the other ranks
 
 
 class ConfigError(ValueError):
@@ -85,17 +98,20 @@ class TaskCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if not subcommand:
+        config = self.config[subcommand] if subcommand else None
+        if not config or not config.get("ckpt_path"):
             return
-        config = self.config[subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path in ("best", "last") and not (subcommand == "fit" and ckpt_path == "best"):
-            module, _, name = config.model.class_path.rpartition(".")
-            task = task_of(getattr(importlib.import_module(module), name))
-            config.ckpt_path = str(newest(task.name, ckpt_path, config.trainer.default_root_dir or RUNS_DIR))
-            rank_zero_info(f"Using checkpoint {config.ckpt_path}")
-        elif ckpt_path and ckpt_path.startswith(("runs:/", "models:/")):
-            config.ckpt_path = str(from_model_uri(ckpt_path, Path(RUNS_DIR) / "mlflow-models"))
+        if rank_zero_only.rank != 0 and os.environ.get(RESOLVED_CHECKPOINT):
+            config.ckpt_path = os.environ[RESOLVED_CHECKPOINT]  # what rank 0 resolved, whatever changed since
+            return
+        if subcommand == "fit" and config.ckpt_path == "best":
+            raise CheckpointError("fit continues a training from its last checkpoint: --ckpt_path last, not best")
+        module, _, name = config.model.class_path.rpartition(".")
+        task = task_of(getattr(importlib.import_module(module), name))
+        resolved = str(resolve(str(config.ckpt_path), task.name, config.trainer.default_root_dir or RUNS_DIR))
+        if resolved != config.ckpt_path:
+            rank_zero_info(f"Using checkpoint {resolved}")
+        config.ckpt_path = os.environ[RESOLVED_CHECKPOINT] = resolved  # the ranks Lightning starts inherit it
 
     # 2. the store --------------------------------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
@@ -117,18 +133,22 @@ class TaskCLI(LightningCLI):
         root = Path(trainer.default_root_dir or RUNS_DIR)
         task = task_of(type(self.model))
         callbacks = [*(trainer.callbacks or []), TrainLoss(), CheckpointKeeper()]
+        plugins = trainer.plugins if isinstance(trainer.plugins, list) else [p for p in [trainer.plugins] if p]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins = [*plugins, AtomicCheckpointIO()]
         loggers = trainer.logger
         if loggers is not False:
             settings: RunSettings = config.tracking
             self.run = TrackedRun(settings, tracking_uri(), task.name, root)
             extra = [] if loggers in (None, True) else list(loggers) if isinstance(loggers, Iterable) else [loggers]
-            loggers = [MLflowLogger(self.run, settings.flush_interval_s), *extra]
+            loggers = [MLflowLogger(self.run), *extra]
             callbacks.append(self.run)
         upload = self.run.log_artifacts if self.run else lambda folder, name: _copy(folder, root / task.name / name)
         callbacks.append(SamplePredictions(upload))
         if trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar(leave=True))
-        return super().instantiate_trainer(**{"logger": loggers, "callbacks": callbacks, **kwargs})
+        own = {"logger": loggers, "callbacks": callbacks, "plugins": plugins, "default_root_dir": str(job_root(root))}
+        return super().instantiate_trainer(**{**own, **kwargs})
 
     # 4. data -> model ----------------------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -197,7 +217,7 @@ def _copy(folder: Path, target: Path) -> None:
 def main(args: ArgsType = None) -> None:
     try:
         TaskCLI(args=args)
-    except (TrackingUnavailable, DataError, ConfigError) as error:  # the user's input, not our bug: no traceback
+    except (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing) as error:  # not our bug
         raise SystemExit(f"ERROR: {error}") from None
     except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
         print("Stopped by SIGTERM; `make resume` continues from last.ckpt.", file=sys.stderr)

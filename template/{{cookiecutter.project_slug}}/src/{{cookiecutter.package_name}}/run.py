@@ -1,31 +1,42 @@
 """The only owner of a training's MLflow run: it starts or continues the run, tags it, uploads the config, files,
-the best checkpoint and the model, and records how the command ended, on every exit path.
+the best checkpoint and (if asked) the model, and records how the command ended, on every exit path.
 
 The CLI makes one ``TrackedRun`` per command and calls ``start`` (global rank 0 only, once the data and the model
 are set up) and ``end``; as a Lightning callback it also sees checkpoints being saved and training stopping.
-``MLflowLogger`` sends metrics to the run; nothing else touches it.
+``MLflowLogger`` hands metrics to the run's sender; nothing else touches the run. Every store call after ``start``
+is made off the training thread (``background.py``), and ``end`` waits for them at most ``end_timeout_s``:
+a full disk, a read-only artifact folder or a server that stops answering never stops a training or hangs it.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import shutil
+import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from .store import artifact_location
+from .background import HEARTBEAT_TAG, HOST_TAG, PID_TAG, MetricSender, Uploads, process_gone
+from .store import artifact_location, redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
+
+
+class RunMissing(LookupError):
+    """The run a checkpoint belongs to is not in the tracking store."""
 
 
 @dataclass
@@ -36,17 +47,24 @@ class RunSettings:
         run_name: a readable name; by default ``<task>-<date>-<time>-<pid>``.
         tags: extra run tags.
         log_checkpoints: upload the best checkpoint when the command ends.
-        log_model: log the trained model with ``mlflow.pytorch`` (``runs:/<run id>/model``).
+        log_model: also log the trained model with ``mlflow.pytorch`` (a pickle, for MLflow serving; this
+            project predicts from checkpoints, loaded without unpickling code).
         system_metrics: log CPU, memory and GPU use with MLflow's system metrics monitor.
         flush_interval_s: how often queued metrics are sent.
+        end_timeout_s: how long the end of a command waits for the store before giving up (unsent metrics are
+            then saved to a CSV file whose path is printed).
+        if_run_missing: resuming a checkpoint whose run the store no longer has: ``error`` (stop and say so) or
+            ``new`` (continue the training in a new run, with a warning).
     """
 
     run_name: str | None = None
     tags: dict[str, str] | None = None
     log_checkpoints: bool = True
-    log_model: bool = True
+    log_model: bool = False
     system_metrics: bool = True
     flush_interval_s: float = 2.0
+    end_timeout_s: float = 60.0
+    if_run_missing: Literal["error", "new"] = "error"
 
 
 class TrackedRun(Callback):
@@ -56,6 +74,8 @@ class TrackedRun(Callback):
         self.settings, self.uri, self.experiment, self.root_dir = settings, uri, experiment, Path(root_dir)
         self.id: str | None = None
         self.client: MlflowClient | None = None
+        self.sender: MetricSender | None = None
+        self.uploads = Uploads()
         self._monitor: Any = None
         self._checkpoints: Any = None  # the trainer's ModelCheckpoint, for the best checkpoint at the end
         self._stopped_by_user = False
@@ -67,52 +87,102 @@ class TrackedRun(Callback):
         return self.root_dir / self.experiment / str(self.id)
 
     def start(self, command: str, continue_run: str | None = None) -> None:
-        """Create the run, or continue ``continue_run`` (a resumed training), and mark it RUNNING."""
+        """Create the run, or continue ``continue_run`` (a resumed training); mark runs whose process died."""
         from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
         from mlflow.tracking.context.registry import resolve_tags
 
         client = MlflowClient(self.uri)
-        if continue_run is not None:
+        experiment_id = self._experiment_id(client)
+        self._end_runs_without_process(client, experiment_id, keep=continue_run)
+        logged_through: dict[str, int] = {}
+        process = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: str(int(time.time()))}
+        run = self._continued(client, continue_run) if continue_run is not None else None
+        if run is not None:
             client.update_run(continue_run, status="RUNNING")
+            for key, value in process.items():
+                client.set_tag(continue_run, key, value)
             self.id = continue_run
+            for key in run.data.metrics:  # a resumed training repeats the steps after its checkpoint
+                logged_through[key] = max(m.step for m in client.get_metric_history(continue_run, key))
         else:
-            experiment = client.get_experiment_by_name(self.experiment)
-            if experiment is None:
-                try:
-                    experiment_id = client.create_experiment(
-                        self.experiment, artifact_location=artifact_location(self.uri, self.experiment)
-                    )
-                except MlflowException:  # another process created it first
-                    experiment_id = client.get_experiment_by_name(self.experiment).experiment_id
-            else:
-                experiment_id = experiment.experiment_id
-                if experiment.lifecycle_stage == "deleted":
-                    client.restore_experiment(experiment_id)
-            tags = {"task": self.experiment, "command": command, **(self.settings.tags or {})}
+            tags = {"task": self.experiment, "command": command, **process, **(self.settings.tags or {})}
             # A name of our own: MLflow draws its names from `random`, which seed_everything made repeat.
             name = self.settings.run_name or f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             self.id = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name).info.run_id
         self.client = client
+        self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through)
         if self.settings.system_metrics:
-            self._start_system_metrics()
+            self._start_system_metrics(resume=continue_run is not None)
+        print(f"MLflow run {self.id} ({'continued' if self.id == continue_run else 'new'}) in {redact(self.uri)}")
 
-    def _start_system_metrics(self) -> None:
+    def _experiment_id(self, client: MlflowClient) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            try:
+                location = artifact_location(self.uri, self.experiment)
+                return client.create_experiment(self.experiment, artifact_location=location)
+            except MlflowException:  # another process created it first
+                return client.get_experiment_by_name(self.experiment).experiment_id
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def _continued(self, client: MlflowClient, run_id: str) -> Any:
+        """The run to continue, or None to start a new one (``if_run_missing: new``)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.get_run(run_id)
+        except MlflowException:
+            if self.settings.if_run_missing == "new":
+                log.warning(
+                    "run %s of the checkpoint is not in %s: training goes on in a new run", run_id, redact(self.uri)
+                )
+                return None
+            raise RunMissing(
+                f"the checkpoint belongs to MLflow run {run_id}, which {redact(self.uri)} does not have (a deleted "
+                "mlflow.db, or another MLFLOW_TRACKING_URI?). Point MLFLOW_TRACKING_URI at the store that has it, or "
+                'continue the training in a new run: ARGS="--tracking.if_run_missing new"'
+            ) from None
+
+    def _end_runs_without_process(self, client: MlflowClient, experiment_id: str, keep: str | None) -> None:
+        """Mark KILLED the RUNNING runs of this task whose process is gone (SIGKILL, a lost node)."""
+        for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+            if run.info.run_id != keep and process_gone(run):
+                client.set_tag(run.info.run_id, "process.ended", "its process died; marked by a later command")
+                client.set_terminated(run.info.run_id, "KILLED")
+                log.warning("run %s was RUNNING but its process is gone: marked KILLED", run.info.run_id)
+
+    def _start_system_metrics(self, resume: bool) -> None:
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-            self._monitor = SystemMetricsMonitor(self.id, sampling_interval=10, tracking_uri=self.uri)
+            self._monitor = SystemMetricsMonitor(
+                self.id, sampling_interval=10, tracking_uri=self.uri, resume_logging=resume
+            )
             self._monitor.start()
         except Exception as error:  # missing psutil/pynvml must not stop a training
             log.warning("system metrics are off: %s", error)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.client is not None:
-            self.client.log_text(self.id, text, artifact_file)
+            self.uploads.add(artifact_file, lambda: self.client.log_text(self.id, text, artifact_file))
 
-    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
-        if self.client is not None:
-            self.client.log_artifacts(self.id, str(local_dir), artifact_path)
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None) -> None:
+        """Upload ``local_dir`` (this run takes it over and deletes it afterwards) as ``artifact_path``."""
+        if self.client is None:
+            shutil.rmtree(local_dir, ignore_errors=True)
+            return
+
+        def upload() -> None:
+            try:
+                self.client.log_artifacts(self.id, str(local_dir), artifact_path)
+            finally:
+                shutil.rmtree(local_dir, ignore_errors=True)
+
+        self.uploads.add(artifact_path or str(local_dir), upload)
 
     # ---- what the run sees of the training, as a callback -----------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -121,6 +191,8 @@ class TrackedRun(Callback):
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         if self.id is not None:
             checkpoint["mlflow"] = {"run_id": self.id}  # resuming from this checkpoint continues this run
+        if self.sender is not None:
+            self.sender.wake.set()  # send the metrics up to this checkpoint now: resuming starts from it
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
@@ -131,42 +203,61 @@ class TrackedRun(Callback):
             self._log_model(pl_module)
 
     def _log_model(self, module: LightningModule) -> None:
-        """Log ``module`` as an MLflow PyTorch model, with an input example where the task gives one."""
+        """Save ``module`` as an MLflow PyTorch model here, and upload it in the background."""
         import lightning
         import mlflow.pytorch
 
+        folder = Path(tempfile.mkdtemp(prefix="mlflow-model-")) / "model"
         example = getattr(module, "example_input", lambda: None)()
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.uri)
         try:
-            with mlflow.start_run(run_id=self.id, nested=mlflow.active_run() is not None):
-                mlflow.pytorch.log_model(
-                    module,
-                    name="model",
-                    serialization_format="pickle",  # loads back as the LightningModule, hyper-parameters included
-                    input_example=None if example is None else example.cpu().numpy(),
-                    pip_requirements=[
-                        f"torch=={torch.__version__.split('+')[0]}",
-                        f"lightning=={lightning.__version__}",
-                    ],
-                )
+            mlflow.pytorch.save_model(
+                module,
+                folder,
+                serialization_format="pickle",  # loads back as the LightningModule, hyper-parameters included
+                input_example=None if example is None else example.cpu().numpy(),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"lightning=={lightning.__version__}"],
+            )
         except Exception as error:  # a model that cannot be pickled must not fail a finished training
-            log.warning("could not log the model to MLflow: %s", error)
-        finally:
-            mlflow.set_tracking_uri(previous)
+            log.warning("could not save the model for MLflow: %s", error)
+            return
+        self.log_artifacts(folder.parent, None)
 
     def end(self, status: str) -> None:
-        """Upload the best checkpoint and mark the run FINISHED, FAILED or KILLED; once, on every exit path."""
+        """Upload the best checkpoint and mark the run FINISHED, FAILED or KILLED: once, on every exit path, and
+        within ``end_timeout_s`` whatever the store does."""
         if self.client is None or self._ended:
             return
         self._ended = True
+        deadline = time.monotonic() + self.settings.end_timeout_s
         path = getattr(self._checkpoints, "best_model_path", "") or getattr(self._checkpoints, "last_model_path", "")
         if self.settings.log_checkpoints and path and Path(path).exists():
-            self.client.log_artifact(self.id, path, "checkpoints")
-            self.client.set_tag(self.id, "best_checkpoint", str(Path(path).resolve()))
+            self.uploads.add(f"checkpoint {path}", lambda: self.client.log_artifact(self.id, path, "checkpoints"))
+            self.uploads.add("the best_checkpoint tag", lambda: self.client.set_tag(self.id, "best_checkpoint", path))
         if self._monitor is not None:
-            self._monitor.finish()
-        self.client.set_terminated(self.id, "KILLED" if self._stopped_by_user else status)
+            self.uploads.add("system metrics", self._monitor.finish)
+        unsent = self.sender.flush(max(0.0, deadline - time.monotonic()))
+        if unsent:
+            self._save_unsent(unsent)
+        not_uploaded = self.uploads.failed + self.uploads.wait(max(0.0, deadline - time.monotonic()))
+        if not_uploaded:
+            note = ", ".join(not_uploaded)
+            self.uploads.add("the upload_failures tag", lambda: self.client.set_tag(self.id, "upload_failures", note))
+            log.warning("not uploaded to MLflow run %s: %s", self.id, note)
+        final = "KILLED" if self._stopped_by_user else status
+        self.uploads.add(f"the run status ({final})", lambda: self.client.set_terminated(self.id, final))
+        if self.uploads.wait(max(0.0, deadline - time.monotonic())):
+            log.error(
+                "MLflow (%s) did not answer within %.0f s; run %s stays RUNNING there (`make runs` shows its process "
+                "as gone, and the next training of %s marks it KILLED)",
+                redact(self.uri), self.settings.end_timeout_s, self.id, self.experiment,
+            )  # fmt: skip
+
+    def _save_unsent(self, rows: list[tuple[str, float, int, int]]) -> None:
+        path = self.folder / "unsent_metrics.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", newline="") as f:
+            csv.writer(f).writerows(rows)
+        log.error("could not send %d metrics to MLflow (%s); they are saved in %s", len(rows), self.sender.error, path)
 
 
 class LogConfig(SaveConfigCallback):

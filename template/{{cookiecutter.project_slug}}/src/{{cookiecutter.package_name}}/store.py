@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import re
 import time
 from pathlib import Path
 
@@ -39,6 +40,12 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+def redact(uri: str) -> str:
+    """``uri`` fit to print: a password or token in it (``https://user:token@host``) shown as ``***``."""
+    uri = re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
+    return re.sub(r"(?i)((?:password|token|secret|key)=)[^&\s]+", r"\1***", uri)
+
+
 def artifact_location(uri: str, experiment: str) -> str | None:
     """Where a new experiment keeps its artifacts: beside a SQLite file; the server decides otherwise."""
     if uri.startswith(SQLITE):
@@ -51,13 +58,22 @@ def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
     if uri.startswith(("http://", "https://")):
         import requests
 
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        auth = (user, password or "") if user else None
         try:
-            requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+            answer = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s, auth=auth)
         except requests.RequestException as error:
             raise TrackingUnavailable(
-                f"MLflow tracking server {uri} is unreachable ({type(error).__name__}). Start it with "
+                f"MLflow tracking server {redact(uri)} is unreachable ({type(error).__name__}). Start it with "
                 "`make mlflow-server`, or unset MLFLOW_TRACKING_URI to log to the project's SQLite store."
             ) from None
+        if answer.status_code in (401, 403):
+            raise TrackingUnavailable(
+                f"MLflow tracking server {redact(uri)} refuses this client ({answer.status_code}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account the server's admin made"
+            )
+        if not answer.ok:
+            raise TrackingUnavailable(f"MLflow tracking server {redact(uri)} answers {answer.status_code} to /health")
     elif uri.startswith(SQLITE):
         from mlflow import MlflowClient
 
@@ -72,8 +88,10 @@ def print_runs(uri: str, limit: int = 20) -> None:
     """Per task, its newest runs: status, duration, the headline test metric next to its baseline, the loss."""
     from mlflow import MlflowClient
 
+    from .background import process_gone
+
     client = MlflowClient(uri)
-    print(f"MLflow runs in {uri}")
+    print(f"MLflow runs in {redact(uri)}")
     for task in TASKS.values():
         experiment = client.get_experiment_by_name(task.name)
         if experiment is None:
@@ -92,7 +110,10 @@ def print_runs(uri: str, limit: int = 20) -> None:
             end = run.info.end_time or int(time.time() * 1000)
             minutes = (end - run.info.start_time) / 60000
             name = run.info.run_name or ""
-            print(f"  {run.info.run_id}  {run.info.status:<8} {name:<32} {minutes:5.1f} min  {' '.join(shown)}")
+            status = run.info.status
+            if status == "RUNNING" and process_gone(run):
+                status = "RUNNING (its process is gone: `make resume` continues it)"
+            print(f"  {run.info.run_id}  {status:<8} {name:<32} {minutes:5.1f} min  {' '.join(shown)}")
 
 
 def main() -> None:
@@ -108,7 +129,7 @@ def main() -> None:
     if command == "runs":
         print_runs(uri)
     else:
-        print(uri)
+        print(uri)  # for `mlflow ui`/`mlflow server --backend-store-uri "$(...)"`: the real URI
 
 
 if __name__ == "__main__":

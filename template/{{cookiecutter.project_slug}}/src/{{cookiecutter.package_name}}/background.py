@@ -1,0 +1,205 @@
+"""Calls to the tracking store made off the training thread, so that a slow, full or hanging store never stalls
+training, and so that a command ends within a deadline whatever the store does.
+
+``MetricSender`` sends metrics and hyper-parameters in batches; ``Uploads`` makes other calls (artifacts, tags) one
+after another. Both run on daemon threads: a call stuck on a server that never answers is abandoned at exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+Row = tuple[str, float, int, int]  # (key, value, timestamp in ms, step)
+HOST_TAG, PID_TAG = "process.host", "process.pid"  # where the process that runs a run lives
+HEARTBEAT_TAG = "process.heartbeat"  # seconds since the epoch, set every HEARTBEAT_S while the process lives
+HEARTBEAT_S = 60.0
+GONE_AFTER_S = 5 * HEARTBEAT_S  # a RUNNING run of another host without a heartbeat for this long has lost it
+
+
+def process_gone(run: Any, now: float | None = None) -> bool:
+    """Whether a RUNNING run's process has died: its pid is gone from this host, or its heartbeat stopped."""
+    tags = run.data.tags
+    if tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG, "").isdigit():
+        try:
+            os.kill(int(tags[PID_TAG]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            pass
+        return False
+    last = float(tags.get(HEARTBEAT_TAG) or run.info.start_time / 1000)  # another host: only its heartbeat tells
+    return (now or time.time()) - last > GONE_AFTER_S
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def rejected_by_store(error: Exception) -> bool:
+    """Whether the store refused the request itself (a bad name or value), rather than failed to answer it."""
+    return getattr(error, "error_code", None) in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "MALFORMED_REQUEST")
+
+
+class MetricSender:
+    """Sends queued metrics and hyper-parameters in batches from a daemon thread; sets the run's heartbeat.
+
+    A store that does not answer keeps the rows queued (``flush`` hands back what is left); a metric name the
+    store rejects is dropped with one warning, so that every other metric still arrives. Rows of steps that a
+    continued run has already logged (``logged_through``: the last step per key) are dropped: a resumed
+    training repeats the steps after its checkpoint, and the store keeps one value per step.
+    """
+
+    BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+    def __init__(
+        self, client: MlflowClient, run_id: str, interval_s: float, logged_through: dict[str, int] | None = None
+    ) -> None:
+        self.client, self.run_id, self.interval_s = client, run_id, interval_s
+        self.logged_through = dict(logged_through or {})
+        self.pending: list[Row] = []
+        self.in_flight: list[Row] = []
+        self.params: dict[str, str] = {}
+        self.rejected: set[str] = set()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.error: Exception | None = None
+        self._beat = 0.0
+        threading.Thread(target=self._loop, name="mlflow-metrics", daemon=True).start()
+
+    def put(self, rows: list[Row]) -> None:
+        with self.lock:
+            self.pending += [r for r in rows if r[3] > self.logged_through.get(r[0], -1) and r[0] not in self.rejected]
+            self.idle.clear()
+
+    def put_params(self, params: dict[str, str]) -> None:
+        with self.lock:
+            self.params.update(params)
+            self.idle.clear()
+        self.wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self.wake.wait(self.interval_s)
+            self.wake.clear()
+            try:
+                self._send()
+                if time.monotonic() - self._beat > HEARTBEAT_S:
+                    self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+                    self._beat = time.monotonic()
+            except Exception as error:  # the store is away: keep everything and try again later
+                self.error = error
+
+    def _send(self) -> None:
+        from mlflow.entities import Metric
+
+        with self.lock:
+            params, self.params = self.params, {}
+            self.in_flight, self.pending = self.pending, []
+        try:
+            if params:
+                self._send_params(params)
+                params = {}
+            while self.in_flight:
+                chunk = self.in_flight[: self.BATCH]
+                try:
+                    self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in chunk])
+                except Exception as error:
+                    if not rejected_by_store(error):
+                        raise
+                    self._send_name_by_name(chunk)
+                with self.lock:
+                    self.in_flight = self.in_flight[self.BATCH :]
+        except Exception:
+            with self.lock:  # what was not sent goes back, first and in order
+                self.pending[:0] = self.in_flight
+                self.in_flight = []
+                self.params = {**params, **self.params}
+            raise
+        with self.lock:
+            if not self.pending and not self.params:
+                self.idle.set()
+
+    def _send_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params  # a continued run has them already
+        changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+        if changed:
+            log.warning("not logging changed hyper-parameters of a continued run: %s", ", ".join(changed))
+        new = [Param(k, v) for k, v in params.items() if k not in existing]
+        for start in range(0, len(new), 100):
+            self.client.log_batch(self.run_id, params=new[start : start + 100])
+
+    def _send_name_by_name(self, chunk: list[Row]) -> None:
+        """One name at a time, to find the names the store rejects; those are dropped with one warning each."""
+        from mlflow.entities import Metric
+
+        for key in dict.fromkeys(k for k, *_ in chunk):
+            rows = [Metric(k, v, ts, step) for k, v, ts, step in chunk if k == key]
+            try:
+                self.client.log_batch(self.run_id, metrics=rows)
+            except Exception as error:
+                if not rejected_by_store(error):
+                    raise
+                self.rejected.add(key)
+                log.warning("MLflow rejects the metric %r (%s); it is not logged", key, first_line(error))
+
+    def flush(self, timeout_s: float) -> list[Row]:
+        """Send what is queued, waiting at most ``timeout_s``; the rows still not sent then."""
+        self.wake.set()
+        if self.idle.wait(timeout_s):
+            return []
+        with self.lock:
+            return self.in_flight + self.pending
+
+
+class Uploads:
+    """Store calls of a run (artifacts, tags), made one after another by a daemon thread.
+
+    A call that fails is named in ``failed``, with a warning; ``wait`` says which calls have not finished.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue[tuple[str, Callable[[], object], threading.Event]] = queue.Queue()
+        self.queued: list[tuple[str, threading.Event]] = []
+        self.failed: list[str] = []
+        threading.Thread(target=self._work, name="mlflow-uploads", daemon=True).start()
+
+    def add(self, what: str, call: Callable[[], object]) -> None:
+        done = threading.Event()
+        self.queued.append((what, done))
+        self.jobs.put((what, call, done))
+
+    def _work(self) -> None:
+        while True:
+            what, call, done = self.jobs.get()
+            try:
+                call()
+            except Exception as error:  # a full disk, a read-only folder, a store away: training goes on
+                self.failed.append(what)
+                log.warning(
+                    "could not upload %s to MLflow: %s", what, str(error).splitlines()[0] if str(error) else error
+                )
+            finally:
+                done.set()
+
+    def wait(self, timeout_s: float) -> list[str]:
+        """Wait at most ``timeout_s`` for the calls queued so far; what has not finished."""
+        deadline = time.monotonic() + timeout_s
+        for _, done in self.queued:
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                break
+        return [what for what, done in self.queued if not done.is_set()]
