@@ -71,6 +71,9 @@ def test_bake_task_combination(tmp_path: Path, choice: dict[str, bool]) -> None:
         ({"image_captioning": False, "price_forecasting": False, "speech_transcription": False}, "no task chosen"),
         ({"python_version": "3.9"}, "python_version '3.9' is not supported"),
         ({"mlflow_tracking_uri": "mlruns"}, "mlflow_tracking_uri 'mlruns' is not a tracking URI"),
+        ({"mlflow_tracking_uri": "http://"}, "mlflow_tracking_uri 'http://' is not a tracking URI (no host"),
+        ({"mlflow_tracking_uri": "sqlite:///"}, "mlflow_tracking_uri 'sqlite:///' is not a tracking URI"),
+        ({"mlflow_tracking_uri": 'sqlite:///a"b.db'}, "is not a tracking URI (empty, or spaces, quotes"),
     ],
 )
 def test_bad_answers_are_rejected_and_nothing_is_left(tmp_path: Path, answers: dict, message: str) -> None:
@@ -84,6 +87,28 @@ def test_bad_answers_are_rejected_and_nothing_is_left(tmp_path: Path, answers: d
     assert result.returncode != 0
     assert message in result.stderr
     assert list(tmp_path.iterdir()) == [], "a rejected project must not be left half-generated"
+
+
+ODD = 'O\'Brien "OB" \\ é $HOME `id` $(id)'
+
+
+def test_odd_answers_bake_a_valid_project(tmp_path: Path) -> None:
+    """Quotes, backslashes, `$` and non-ASCII in free-text answers: the project parses, imports and lints."""
+    project = bake(tmp_path, project_name=ODD, author=ODD, description=ODD, image_captioning=False)
+    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    assert meta["description"] == ODD and meta["authors"] == [{"name": ODD}]
+    assert project.name == "o-brien-ob-e-home-id-id"
+    package = project.name.replace("-", "_")
+    imported = subprocess.run(
+        [sys.executable, "-c", f"import {package}.cli, {package}.tasks; print({package}.tasks.TASKS)"],
+        env={"PYTHONPATH": str(project / "src")},
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    linted = subprocess.run(["make", "-C", str(project), f"VENV={VENV}", "lint"], capture_output=True, text=True)
+    assert linted.returncode == 0, linted.stdout[-3000:] + linted.stderr[-3000:]
+    assert "O'Brien" in (project / "README.md").read_text()
 
 
 def test_hook_failure_raises_for_callers(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ chosen tasks' entries only, and removes the configs and tests of the others. It 
 ``template/`` folder cookiecutter rendered from (a local path or a clone of a git URL).
 """
 
+from __future__ import annotations
+
 import ast
 import importlib.util
 import os
@@ -14,9 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
-PACKAGE = "{{ cookiecutter.package_name }}"
-REPO_DIR = r"{{ cookiecutter._repo_dir }}"
-CHOSEN = "{{ cookiecutter.__tasks }}".split()
+PACKAGE = {{ cookiecutter.package_name|tojson }}
+REPO_DIR = {{ cookiecutter._repo_dir|tojson }}
+CHOSEN = {{ cookiecutter.__tasks|tojson }}.split()
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 def find_repo_root() -> Path:
@@ -74,9 +77,6 @@ def copy_components(repo: Path, project: Path) -> None:
     for name in set(tasks) - set(CHOSEN):
         (project / "configs" / f"{name}.yaml").unlink(missing_ok=True)
         (project / "tests" / f"test_{name}.py").unlink(missing_ok=True)
-
-
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 if __name__ == "__main__":

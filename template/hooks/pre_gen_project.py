@@ -1,14 +1,18 @@
 """Reject bad answers before anything is generated, with a message that says what to type instead."""
 
+from __future__ import annotations
+
 import keyword
 import re
 import sys
+from urllib.parse import urlparse
 
-SLUG = "{{ cookiecutter.project_slug }}"
-PACKAGE = "{{ cookiecutter.package_name }}"
-PYTHON = "{{ cookiecutter.python_version }}"
-TRACKING_URI = "{{ cookiecutter.mlflow_tracking_uri }}"
-TASKS = "{{ cookiecutter.__tasks }}".split()  # the chosen tasks (template/cookiecutter.json)
+# Answers as JSON strings: quotes, backslashes or `$` in them cannot break this file.
+SLUG = {{ cookiecutter.project_slug|tojson }}
+PACKAGE = {{ cookiecutter.package_name|tojson }}
+PYTHON = {{ cookiecutter.python_version|tojson }}
+TRACKING_URI = {{ cookiecutter.mlflow_tracking_uri|tojson }}
+TASKS = {{ cookiecutter.__tasks|tojson }}.split()  # the chosen tasks (template/cookiecutter.json)
 
 
 def problems() -> list[str]:
@@ -30,12 +34,28 @@ def problems() -> list[str]:
     version = re.fullmatch(r"3\.(\d+)", PYTHON.strip())
     if not version or int(version.group(1)) < 11:
         found.append(f"python_version {PYTHON!r} is not supported: use 3.11 or newer (e.g. '3.11').")
-    if not re.match(r"^(sqlite:///|https?://|file:|postgresql|mysql|databricks)", TRACKING_URI):
+    problem = uri_problem(TRACKING_URI)
+    if problem:
         found.append(
-            f"mlflow_tracking_uri {TRACKING_URI!r} is not a tracking URI: use e.g. 'sqlite:///mlflow.db' "
+            f"mlflow_tracking_uri {TRACKING_URI!r} is not a tracking URI ({problem}): use e.g. 'sqlite:///mlflow.db' "
             "or 'http://127.0.0.1:5000'."
         )
     return found
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with ``uri`` as an MLflow tracking URI, or None."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]  # postgresql+psycopg://
+    if not uri or any(c.isspace() or c in "\"'`<>\\" for c in uri):
+        return "empty, or spaces, quotes or backslashes in it"
+    if scheme == "sqlite":
+        return None if uri.startswith("sqlite:///") and len(uri) > len("sqlite:///") else "use sqlite:///<path>"
+    if scheme in ("http", "https", "postgresql", "mysql", "mssql"):
+        return None if parsed.hostname else f"no host after {parsed.scheme}://"
+    if scheme in ("file", "databricks"):
+        return None
+    return f"unknown scheme {parsed.scheme!r}" if parsed.scheme else "no scheme such as sqlite:/// or http://"
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ class TrackedRun(Callback):
         from mlflow import MlflowClient
         from mlflow.tracking.context.registry import resolve_tags
 
+        # MLflow prints a link to the run when it ends, with the tracking URI as given: a password in it too.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         client = MlflowClient(self.uri)
         experiment_id = self._experiment_id(client)
         self._end_runs_without_process(client, experiment_id, keep=continue_run)
@@ -113,7 +115,10 @@ class TrackedRun(Callback):
         self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through)
         if self.settings.system_metrics:
             self._start_system_metrics(resume=continue_run is not None)
-        print(f"MLflow run {self.id} ({'continued' if self.id == continue_run else 'new'}) in {redact(self.uri)}")
+        where = redact(self.uri)
+        if self.uri.startswith(("http://", "https://")):  # the run's page in the UI
+            where = f"{where.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.id}"
+        print(f"MLflow run {self.id} ({'continued' if self.id == continue_run else 'new'}) in {where}")
 
     def _experiment_id(self, client: MlflowClient) -> str:
         from mlflow.exceptions import MlflowException

@@ -116,10 +116,41 @@ def print_runs(uri: str, limit: int = 20) -> None:
             print(f"  {run.info.run_id}  {status:<8} {name:<32} {minutes:5.1f} min  {' '.join(shown)}")
 
 
+def auth_config() -> Path:
+    """The config of MLflow's basic-auth app for ``make mlflow-server MLFLOW_AUTH=1``: users in this project.
+
+    The admin's password is not in it: MLflow reads ``MLFLOW_AUTH_ADMIN_PASSWORD`` when it creates the user store.
+    """
+    path = project_root() / "mlflow-auth.ini"
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {SQLITE}{project_root() / 'mlflow-auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return path
+
+
+def secret_key() -> str:
+    """The key the team server signs its forms with (CSRF), made once per project and kept out of the repository."""
+    path = project_root() / "mlflow-secret.key"
+    if not path.exists():
+        import secrets
+
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="The tracking store, for make targets.")
-    parser.add_argument("command", choices=["uri", "init", "runs"], help="print the URI, prepare the store, list runs")
+    commands = {"uri": "the URI", "init": "prepare the store", "runs": "list runs", "auth-config": "", "secret-key": ""}
+    parser.add_argument("command", choices=list(commands), help=", ".join(f"{k}: {v}" for k, v in commands.items()))
     command = parser.parse_args().command
+    if command in ("auth-config", "secret-key"):
+        print(auth_config() if command == "auth-config" else secret_key())
+        return
     uri = tracking_uri()
     try:
         if command != "uri":
