@@ -96,3 +96,17 @@ class RecordCheckpointPath(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         with open(f"{os.environ['FAULT_RECORD']}.{trainer.global_rank}", "w") as f:
             f.write(str(trainer.ckpt_path))
+
+
+class TouchAtStep(Callback):
+    """Creates $FAULT_FILE at step $FAULT_STEP (a test waiting for it then breaks something outside), and writes the
+    time testing ended to $FAULT_END."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == int(os.environ["FAULT_STEP"]):
+            with open(os.environ["FAULT_FILE"], "w") as f:
+                f.write(str(time.time()))
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        with open(os.environ["FAULT_END"], "w") as f:
+            f.write(str(time.time()))

@@ -56,6 +56,20 @@ def test_ddp_and_torchrun_match_a_single_process_run(fproject: Path, tmp_path: P
         assert final(run, "val/mase") == pytest.approx(final(single, "val/mase"), rel=0.25)
         assert final(run, "train/loss_epoch") == pytest.approx(final(single, "train/loss_epoch"), rel=0.25)
 
+    # Resuming under DDP: every rank continues from the checkpoint rank 0 resolved, even if `last` would now name
+    # another one (TouchAtStart makes the single-process run's last.ckpt the newest before the other rank starts).
+    newest = fproject / "runs" / "forecasting" / torchrun.info.run_id / "checkpoints" / "last.ckpt"
+    touched = fproject / "runs" / "forecasting" / single.info.run_id / "checkpoints" / "last.ckpt"
+    record = tmp_path / "resumed-from"
+    resume = QUICK.replace("max_epochs 1", "max_epochs 2") + " --data.batch_size 32"
+    resume += " --trainer.callbacks+=faults.TouchAtStart --trainer.callbacks+=faults.RecordCheckpointPath"
+    run_make(fproject, "resume", "TRAINER=ddp", "DEVICES=2", f"ARGS={resume}", **stores["torchrun"].env,
+             PYTHONPATH=FAULTS, FAULT_TOUCH=str(touched), FAULT_RECORD=str(record))  # fmt: skip
+    resumed = [(fproject / Path(f"{record}.{rank}").read_text()).resolve() for rank in (0, 1)]
+    assert resumed == [newest.resolve()] * 2, "both ranks continue from what rank 0 resolved"
+    (continued,) = stores["torchrun"].runs()
+    assert continued.info.status == "FINISHED" and len(stores["torchrun"].steps(torchrun.info.run_id, "val/loss")) == 2
+
 
 FAULTS = str(Path(__file__).parent)
 

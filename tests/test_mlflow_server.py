@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -209,3 +210,42 @@ def test_unreachable_server_stops_make_train_before_training(team_project):
     )
     assert result.returncode != 0
     assert uri in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_server_that_stops_answering_neither_stalls_nor_hangs_the_training(team_project, server, tmp_path):
+    """The server hangs during training: training goes on at full speed, and the command ends within
+    `tracking.end_timeout_s` of the end of testing, with the metrics it could not send saved to a CSV file."""
+    from mlflow import MlflowClient
+    from proxy import FreezableProxy
+
+    proxy = FreezableProxy(int(server.rsplit(":", 1)[1]))
+    marks = {"FAULT_STEP": "8", "FAULT_FILE": str(tmp_path / "step"), "FAULT_END": str(tmp_path / "end")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", PACKAGE, "fit", *TINY, "--trainer.max_epochs", "3", "--tracking.end_timeout_s", "10",
+         "--tracking.flush_interval_s", "0.2",
+         "--tracking.run_name", "hung", "--trainer.callbacks+=faults.TouchAtStep"],
+        cwd=team_project, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env=project_env(team_project, MLFLOW_TRACKING_URI=proxy.uri, PYTHONPATH=str(Path(__file__).parent), **marks),
+    )  # fmt: skip
+    try:
+        while not (tmp_path / "step").exists():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        proxy.freeze()
+        stdout, stderr = process.communicate(timeout=240)
+        exited = time.time()
+    finally:
+        stop_group(process)
+        proxy.close()
+    assert process.returncode == 0, stderr[-3000:]
+    assert exited - float((tmp_path / "end").read_text()) < 10 + 20, "ended within end_timeout_s (+ exit)"
+    saved = re.search(r"could not send (\d+) metrics to MLflow .*; they are saved in (\S+)", stderr)
+    assert saved, stderr[-3000:]
+    rows = Path(team_project, saved.group(2)).read_text().splitlines()
+    assert len(rows) == int(saved.group(1)) > 0 and any(row.startswith("test/mase,") for row in rows)
+    assert "did not answer within 10 s" in stderr and "stays RUNNING" in stderr
+    (run,) = MlflowClient(server).search_runs(
+        [MlflowClient(server).get_experiment_by_name("forecasting").experiment_id], "attributes.run_name = 'hung'"
+    )
+    assert run.info.status == "RUNNING" and "train/loss" in run.data.metrics  # what was sent before the hang
