@@ -179,3 +179,22 @@ def test_command_line_values_never_reach_a_shell(sproject: Path, tmp_path: Path)
     spaced = tmp_path / "prices with spaces.csv"
     missing = run_make(sproject, "predict", "TASK=forecasting", f"INPUT={spaced}", check=False)
     assert f"'{spaced}' does not exist" in missing.stderr or "no best.ckpt" in missing.stderr, missing.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://user:tok3n@mlflow.example.com/", "https://***@mlflow.example.com/"),
+        ("postgresql://ml:pw@db.example.com:5432/mlflow", "postgresql://***@db.example.com:5432/mlflow"),
+        (
+            "postgresql+psycopg://ml:pw@db/mlflow?sslmode=require&password=pw",
+            "postgresql+psycopg://***@db/mlflow?sslmode=require&password=***",
+        ),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////home/me/project/mlflow.db", "sqlite:////home/me/project/mlflow.db"),
+    ],
+)
+def test_tracking_uris_are_printed_without_their_secrets(package, uri: str, shown: str) -> None:
+    from demo_project.store import redact
+
+    assert redact(uri) == shown
