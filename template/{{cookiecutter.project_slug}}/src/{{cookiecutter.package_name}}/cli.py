@@ -212,6 +212,7 @@ class TaskCLI(LightningCLI):
 def _copy(folder: Path, target: Path) -> None:
     """Keep sample files locally when no run is tracked."""
     shutil.copytree(folder, target, dirs_exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(args: ArgsType = None) -> None:

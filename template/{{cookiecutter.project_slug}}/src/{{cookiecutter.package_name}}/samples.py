@@ -56,7 +56,8 @@ class Samples:
 
 class SamplePredictions(Callback):
     """Asks the task for samples of its first validation batch each epoch (``samples/val_epoch<N>``) and of its
-    first test batch (``samples/test``), on global rank 0, and hands the files to ``upload(folder, name)``."""
+    first test batch (``samples/test``), on global rank 0, and hands the files to ``upload(folder, name)``, which
+    takes the folder over (the run uploads it in the background, then deletes it)."""
 
     def __init__(self, upload: Callable[[Path, str], None]) -> None:
         self.upload = upload
@@ -77,6 +78,6 @@ class SamplePredictions(Callback):
         show = getattr(pl_module, "sample_predictions", None)
         if not trainer.is_global_zero or outputs is None or show is None:
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            show(batch, outputs).save(Path(tmp))
-            self.upload(Path(tmp), name)
+        folder = Path(tempfile.mkdtemp(prefix="samples-"))
+        show(batch, outputs).save(folder)
+        self.upload(folder, name)
