@@ -41,6 +41,42 @@ def run_id(path: str | Path) -> str | None:
     return (entry(path, "mlflow") or {}).get("run_id")
 
 
+def check_checkpoint(path: str | Path, task: str) -> None:
+    """Refuse, by name, a checkpoint that is missing, is not a checkpoint, or holds a model of another task.
+
+    Lightning would otherwise load another task's model and hand it this task's data, which fails deep inside.
+    """
+    from .tasks import TASKS, task_of
+
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"ERROR: checkpoint {str(path)!r} does not exist; pass --ckpt_path best, last or a .ckpt file")
+    try:
+        hparams = entry(file, "hyper_parameters") or {}
+    except Exception as error:  # not a zip archive, not torch's format, a truncated file: all "not a checkpoint"
+        raise SystemExit(
+            f"ERROR: {str(path)!r} is not a readable checkpoint ({type(error).__name__}); pass a .ckpt file written "
+            "by training (runs/<task>/<run id>/checkpoints/)"
+        ) from None
+    saved = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    if not isinstance(saved, str):
+        return  # written by a plain Trainer: the config names the model, and its spec is checked when connected
+    found = next((t for t in TASKS.values() if saved.endswith(f".{t.model}")), None)
+    if found is None:
+        try:
+            module, _, name = saved.rpartition(".")
+            found = task_of(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError, LookupError, ValueError):
+            raise SystemExit(
+                f"ERROR: {str(path)!r} holds a {saved} model, which no task of this project has ({', '.join(TASKS)})"
+            ) from None
+    if found.name != task:
+        raise SystemExit(
+            f"ERROR: {str(path)!r} is a checkpoint of task {found.name!r} ({found.model.rpartition('.')[2]}), not of "
+            f"{task!r}: pass a {task} checkpoint, or use --config configs/{found.name}.yaml"
+        )
+
+
 def from_model_uri(uri: str, out_dir: Path) -> Path:
     """Turn an MLflow model (``runs:/<id>/model``, ``models:/name/1``) into a checkpoint ``predict`` can use."""
     import lightning

@@ -26,9 +26,17 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from .checkpoints import RUNS_DIR, CheckpointKeeper, from_model_uri, newest, own_hpc_checkpoint, run_id
+from .checkpoints import (
+    RUNS_DIR,
+    CheckpointKeeper,
+    check_checkpoint,
+    from_model_uri,
+    newest,
+    own_hpc_checkpoint,
+    run_id,
+)
 from .datamodules.common import DataError
 from .mlflow_logger import MLflowLogger
 from .predict import PredictionWriter
@@ -37,6 +45,8 @@ from .samples import SamplePredictions
 from .store import TrackingUnavailable, prepare_store, tracking_uri
 from .tasks import task_of
 from .train_loss import TrainLoss
+
+STAGES = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}  # subcommand -> setup stage
 
 
 class ConfigError(ValueError):
@@ -89,13 +99,17 @@ class TaskCLI(LightningCLI):
             return
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        module, _, name = config.model.class_path.rpartition(".")
+        task = task_of(getattr(importlib.import_module(module), name))
         if ckpt_path in ("best", "last") and not (subcommand == "fit" and ckpt_path == "best"):
-            module, _, name = config.model.class_path.rpartition(".")
-            task = task_of(getattr(importlib.import_module(module), name))
             config.ckpt_path = str(newest(task.name, ckpt_path, config.trainer.default_root_dir or RUNS_DIR))
             rank_zero_info(f"Using checkpoint {config.ckpt_path}")
-        elif ckpt_path and ckpt_path.startswith(("runs:/", "models:/")):
+        elif ckpt_path.startswith(("runs:/", "models:/")):
             config.ckpt_path = str(from_model_uri(ckpt_path, Path(RUNS_DIR) / "mlflow-models"))
+        if config.ckpt_path not in ("best", "last"):
+            check_checkpoint(config.ckpt_path, task.name)  # before Lightning reads it: another task's is refused
 
     # 2. the store --------------------------------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
@@ -107,9 +121,10 @@ class TaskCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, LookupError) as error:  # a bad value in the config, not a bug to trace
-            if isinstance(error, DataError):
-                raise
-            raise ConfigError(str(error)) from None
+            cause = _first_cause(error)  # jsonargparse wraps what a class raised in a message of its own
+            if isinstance(cause, DataError):
+                raise cause from None
+            raise ConfigError(str(cause)) from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand]
@@ -142,7 +157,10 @@ class TaskCLI(LightningCLI):
                     "the model has not been trained: pass a checkpoint with --ckpt_path best|last|path/to/file.ckpt"
                 )
             data.setup("fit")
-            model.configure(data.spec)
+            try:
+                model.configure(data.spec)
+            except ValueError as error:  # a model setting that does not fit the data (season_length >= lookback)
+                raise ConfigError(str(error)) from None
         elif self.subcommand == "fit":  # resuming: the data must be what the checkpoint was trained on
             data.setup("fit")
             if data.spec != model.spec:
@@ -155,12 +173,33 @@ class TaskCLI(LightningCLI):
                 )
         else:
             data.use_spec(model.spec)
+            data.setup(STAGES[self.subcommand])  # bad input is refused here, before a run or any compute
 
     # 5. the run ----------------------------------------------------------------------------------------------------
     def _start_run(self, checkpoint: str | None = None) -> None:
         if self.run is not None and rank_zero_only.rank == 0:
             continued = run_id(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
             self.run.start(self.subcommand, continue_run=continued)  # resuming continues the same run
+        self._keep_skipped()
+
+    def _keep_skipped(self) -> None:
+        """The inputs the data dropped (``on_bad_input: skip``), as ``skipped_inputs.txt`` in the run, or without a
+        run next to the predictions (``predict``) or under ``runs/<task>/``."""
+        skipped = getattr(self.datamodule, "skipped", None)
+        if not skipped or rank_zero_only.rank != 0:
+            return
+        text = "".join(f"{reason}\n" for reason in skipped)
+        if self.run is not None and self.run.id is not None:
+            self.run.log_text(text, "skipped_inputs.txt")
+            where = f"skipped_inputs.txt of MLflow run {self.run.id}"
+        else:
+            writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
+            folder = writers[0].output_dir if self.subcommand == "predict" and writers else None
+            folder = folder or Path(self.trainer.default_root_dir) / task_of(type(self.model)).name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "skipped_inputs.txt").write_text(text)
+            where = str(folder / "skipped_inputs.txt")
+        rank_zero_warn(f"{len(skipped)} input(s) were skipped (on_bad_input: skip); the list is in {where}")
 
     def before_fit(self) -> None:
         checkpoint = self.config_init.fit.ckpt_path or own_hpc_checkpoint(self.trainer)
@@ -185,6 +224,9 @@ class TaskCLI(LightningCLI):
             return
         if data is None or type(data).test_dataloader is LightningDataModule.test_dataloader:
             return
+        if data.hparams.get("test_fraction") == 0:
+            rank_zero_info("data.test_fraction is 0: no test after training")
+            return
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
         trainer.test(self.model, datamodule=data, ckpt_path="best" if best else None)
 
@@ -194,11 +236,31 @@ def _copy(folder: Path, target: Path) -> None:
     shutil.copytree(folder, target, dirs_exist_ok=True)
 
 
+def _first_cause(error: BaseException) -> BaseException:
+    """The innermost ValueError or LookupError ``error`` was raised from: what the user's value set off."""
+    found, seen = error, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ValueError | LookupError):
+            found = error
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def _one_line(error: Exception) -> str:
+    """The message of ``error``; a DataLoader worker's error arrives wrapped in its traceback: keep its last line."""
+    message = str(error)
+    if "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.partition(f"{type(error).__name__}: ")[2] or last
+    return message
+
+
 def main(args: ArgsType = None) -> None:
     try:
         TaskCLI(args=args)
     except (TrackingUnavailable, DataError, ConfigError) as error:  # the user's input, not our bug: no traceback
-        raise SystemExit(f"ERROR: {error}") from None
+        raise SystemExit(f"ERROR: {_one_line(error)}") from None
     except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
         print("Stopped by SIGTERM; `make resume` continues from last.ckpt.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
