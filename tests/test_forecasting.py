@@ -176,6 +176,14 @@ def text_file(rows: int = 60, sep: str = ",") -> str:
     return "\n".join(lines) + "\n"
 
 
+def german_excel() -> str:
+    """``text_file()`` as a German spreadsheet exports it: semicolons, day-first dates, decimal commas."""
+    lines = text_file().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    german = [f"{s};{d[8:10]}.{d[5:7]}.{d[:4]};{p.replace('.', ',')}" for s, d, p in rows]
+    return "\n".join([lines[0].replace(",", ";"), *german]) + "\n"
+
+
 def with_cell(row: int, column: int, value: str) -> bytes:
     """``text_file()`` with one cell replaced (``row`` 2 is the first data row, as a spreadsheet counts)."""
     lines = [line.split(",") for line in text_file().splitlines()]
@@ -212,6 +220,15 @@ BAD_BYTES = {
     "header-only": (b"symbol,date,price\n", "prices.csv has a header but no rows"),
     "empty-symbol": (with_cell(5, 0, ""), "prices.csv row 5: symbol is empty"),
     "binary": (b"PK\x03\x04\x00\x00" * 20, "prices.csv line 1: contains a NUL byte"),
+    "day-and-month-first": (
+        german_excel().replace("29.01.2024", "01.29.2024").encode(),
+        "prices.csv row 22: date '01.29.2024' is not a date like the column's other dates",
+    ),
+    "date-serial-numbers": (with_cell(2, 1, "45292"), "prices.csv row 2: date '45292' is not a date (a spreadsheet"),
+    "decimal-point-among-commas": (
+        german_excel().replace("11,50", "11.50").encode(),
+        "prices.csv row 17: price '11.50' is not written like the column's other numbers",
+    ),
 }
 
 
@@ -231,6 +248,7 @@ ODD_BUT_FINE = {
     "utf-16": ("\ufeff" + text_file(sep="\t")).encode("utf-16-le"),
     "spaces-after-commas": text_file().replace(",", ", ").encode(),
     "windows-line-ends": text_file().replace("\n", "\r\n").encode(),
+    "german-excel": german_excel().encode(),
 }
 
 
@@ -245,6 +263,18 @@ def test_odd_but_valid_files_read_like_the_plain_one(timeseries, tmp_path, conte
     odd.setup("fit")
     assert odd.spec == plain.spec
     np.testing.assert_array_equal(odd.datasets["fit"].prices, plain.datasets["fit"].prices)
+
+
+@pytest.mark.parametrize(
+    ("form", "separator"), [("%d.%m.%Y", ";"), ("%m/%d/%Y", ",")], ids=["day-first", "month-first"]
+)
+def test_dates_without_a_day_above_12_are_read_in_the_order_of_their_form(timeseries, tmp_path, form, separator):
+    months = pd.date_range("2021-01-01", periods=30, freq="MS")  # the 1st of each month: 01.02.2021 or 02/01/2021
+    lines = [f"A{separator}{d.strftime(form)}{separator}{10 + i}" for i, d in enumerate(months)]
+    (tmp_path / "prices.csv").write_text(separator.join(["symbol", "date", "price"]) + "\n" + "\n".join(lines))
+    data = timeseries.PriceDataModule(path=str(tmp_path / "prices.csv"), lookback=6, horizon=2)
+    data.setup("fit")
+    assert list(data.datasets["fit"].series[0].dates[:3]) == list(months[:3])
 
 
 def test_time_zones_are_converted_to_utc_and_said(timeseries, tmp_path, caplog):
