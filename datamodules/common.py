@@ -16,6 +16,13 @@ log = logging.getLogger(__name__)
 
 BadInputPolicy = Literal["error", "skip"]
 SEPARATORS = (",", ";", "\t", "|")  # what spreadsheet exports use; the header tells which
+# UTF-32's byte-order marks first: the little-endian one starts with UTF-16's.
+WIDE_BOMS = (
+    ("utf-32", codecs.BOM_UTF32_LE),
+    ("utf-32", codecs.BOM_UTF32_BE),
+    ("utf-16", codecs.BOM_UTF16_LE),
+    ("utf-16", codecs.BOM_UTF16_BE),
+)
 
 
 class DataError(ValueError):
@@ -56,17 +63,20 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 # ---- text files as users save them --------------------------------------------------------------------------------
 def read_text(path: Path) -> str:
-    """The text of ``path``: UTF-8 with or without a byte-order mark, or UTF-16 with one (Excel's "Unicode text").
+    """The text of ``path``: UTF-8 with or without a byte-order mark, or UTF-16/32 with one (Excel's "Unicode text").
 
     Other encodings are refused with the line and byte where decoding failed, rather than guessed: a wrong
     guess would turn names and captions into different words without a sign.
     """
     data = path.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    wide = next((e for e, bom in WIDE_BOMS if data.startswith(bom)), None)
+    if wide:
         try:
-            text = data.decode("utf-16")
+            text = data.decode(wide)
         except UnicodeDecodeError as error:
-            raise DataError(f"{path.name}: starts like UTF-16 but is not valid UTF-16 ({error.reason})") from None
+            raise DataError(
+                f"{path.name}: starts like {wide.upper()} but is not valid {wide} ({error.reason})"
+            ) from None
     else:
         try:
             text = data.decode("utf-8-sig")
@@ -78,7 +88,10 @@ def read_text(path: Path) -> str:
             ) from None
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
-        raise DataError(f"{path.name} line {line}: contains a NUL byte; this is not a text file (or is damaged)")
+        raise DataError(
+            f"{path.name} line {line}: contains a NUL byte: UTF-16/32 text without a byte-order mark, or not a text "
+            "file; save it as UTF-8"
+        )
     return text
 
 

@@ -20,6 +20,7 @@ import torchaudio
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus"}
 LOWEST_RATE = 1000  # Hz; lower rates are damaged headers, not speech
 RESAMPLE_LIMIT = 20_000_000  # entries of torchaudio's resampling kernel (80 MB): rates like 44101 Hz need billions
+LOUDEST = 1000.0  # full scale is 1; float WAVs far beyond it are damaged, and their spectra overflow float32
 
 
 def wav_truncated(path: Path) -> bool:
@@ -71,8 +72,16 @@ def audio_problem(path: Path) -> str | None:
         return f"unreadable or truncated audio ({str(error).strip()})"
     if data.size == 0:
         return "empty audio (0 samples)"
+    return samples_problem(data)
+
+
+def samples_problem(data: np.ndarray) -> str | None:
+    """Why decoded samples cannot become features (NaN, infinite or absurdly loud), or None."""
     if not np.isfinite(data).all():
         return "has NaN or infinite samples (a damaged float WAV?)"
+    loudest = float(np.abs(data).max(initial=0.0))
+    if loudest > LOUDEST:
+        return f"has samples far outside [-1, 1] (up to {loudest:.3g}; a damaged float WAV?)"
     return None
 
 
@@ -85,9 +94,7 @@ def resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
 def load_audio(path: Path, sample_rate: int) -> torch.Tensor:
     """Decode with soundfile, mix to mono, resample: a float32 tensor (S,); bad audio raises ValueError."""
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    if not np.isfinite(data).all():
-        raise ValueError("NaN or infinite samples")
-    problem = rate_problem(rate, sample_rate)
+    problem = samples_problem(data) or rate_problem(rate, sample_rate)
     if problem:
         raise ValueError(problem)
     audio = torch.from_numpy(data).mean(dim=1)
