@@ -68,7 +68,12 @@ def read_text(path: Path) -> str:
     Other encodings are refused with the line and byte where decoding failed, rather than guessed: a wrong
     guess would turn names and captions into different words without a sign.
     """
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as error:  # a folder, no permission, a broken link
+        raise DataError(
+            f"{str(path)!r} cannot be read ({error.strerror or error}); it must be a readable file"
+        ) from None
     wide = next((e for e, bom in WIDE_BOMS if data.startswith(bom)), None)
     if wide:
         try:

@@ -245,6 +245,23 @@ def test_unreadable_caption_files_are_refused_by_name(images, DataError, small_c
     assert message in str(error.value)
 
 
+def test_images_to_caption_are_captioned_or_refused_by_name(images, DataError, small_coco, tmp_path, caplog):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(small_coco.parent / "images" / "00000.png", folder / "scene.png")
+    (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(100))
+    (folder / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING), pytest.raises(DataError) as error:
+        images.ImageCaptionDataModule(predict_path=str(folder)).setup("predict")
+    assert "IMG_0001.HEIC' is not a readable image" in str(error.value) and "convert it to PNG or JPEG" in str(
+        error.value
+    )
+    assert "1 file(s) that are not images are left out (.txt)" in caplog.text
+    dm = images.ImageCaptionDataModule(predict_path=str(folder), on_bad_input="skip")
+    dm.setup("predict")
+    assert [f.name for f in dm.predict_files] == ["scene.png"] and "IMG_0001.HEIC" in dm.skipped[0]
+
+
 def test_pixel_limit_is_configurable(images, DataError, small_coco, tmp_path):
     with pytest.raises(
         DataError, match=r"00000.png' is 64x64 pixels \(0 MP\), more than data.max_image_pixels = 4,000"

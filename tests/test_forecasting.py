@@ -150,7 +150,7 @@ def test_parquet_is_read(timeseries, sample_prices, tmp_path):
         ),
         (
             {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, None, 3]},
-            r"prices.csv row 3: price is empty. Fill it in, or set data.missing: ffill",
+            r"prices.csv row 3: price is empty \(or marked missing: null, NaN, N/A\). Fill it in, or set data.missing",
         ),
         (
             {"ticker": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, 2, 3]},
@@ -205,7 +205,7 @@ BAD_BYTES = {
     "inf": (with_cell(7, 2, "inf"), "prices.csv row 7: price 'inf' is not a finite number"),
     "minus-inf": (with_cell(7, 2, "-inf"), "prices.csv row 7: price '-inf' is not a finite number"),
     "overflow": (with_cell(9, 2, "1e999"), "prices.csv row 9: price '1e999' is not a finite number"),
-    "nan": (with_cell(4, 2, "NaN"), "prices.csv row 4: price 'NaN' is not a number"),
+    "nan": (with_cell(4, 2, "NaN"), "prices.csv row 4: price is empty (or marked missing"),
     "tiny": (with_cell(4, 2, "1e-300"), "prices.csv row 4: price 1e-300 is too small"),
     "zones-and-none": (
         zoned_dates(first_naive_row=12),
@@ -408,6 +408,21 @@ def test_forward_fill_is_counted(timeseries, tmp_path, caplog):
         data.setup("fit")
     assert "forward-filled 2 empty value(s) in series 'A'" in caplog.text
     assert data.datasets["fit"].series[0].prices[11] == pytest.approx(price[9])
+
+
+def test_missing_value_marks_are_empty_values(timeseries, tmp_path, caplog):
+    yahoo = text_file().replace("Date", "date").splitlines()
+    yahoo[5] = "A,2024-01-05,null"  # Yahoo Finance writes null on days without a price
+    (tmp_path / "prices.csv").write_text("\n".join(yahoo) + "\n")
+    data = timeseries.PriceDataModule(path=str(tmp_path / "prices.csv"), lookback=10, horizon=3, missing="ffill")
+    with caplog.at_level(logging.WARNING):
+        data.setup("fit")
+    assert "forward-filled 1 empty value(s) in series 'A'" in caplog.text
+
+
+def test_a_folder_is_not_a_price_file(timeseries, DataError, tmp_path):
+    with pytest.raises(DataError, match=r"cannot be read \(Is a directory\); it must be a readable file"):
+        timeseries.PriceDataModule(path=str(tmp_path)).setup("fit")
 
 
 def test_bad_file_through_the_cli_is_a_clear_error_not_a_traceback(project, tmp_path):

@@ -226,6 +226,29 @@ def test_long_files_to_transcribe_are_refused_or_listed_never_dropped(audio, tmp
         assert [u.file.name for u in dm.splits["predict"]] == ["short.wav"] and message in dm.skipped[0]
 
 
+def test_phone_recordings_in_a_folder_are_refused_by_name_not_left_out(audio, tmp_path, caplog):
+    sf.write(tmp_path / "ok.wav", np.zeros(16000, dtype="float32") + 0.1, 16000)
+    (tmp_path / "memo.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(200))
+    (tmp_path / "notes.txt").write_text("not audio")
+    dm = audio.SpeechDataModule(predict_path=str(tmp_path))
+    with caplog.at_level("WARNING"), pytest.raises(audio.DataError) as error:
+        dm.setup("predict")
+    assert "memo.m4a: unreadable or truncated audio" in str(error.value)
+    assert "convert it to WAV or FLAC (ffmpeg -i in.m4a out.wav)" in str(error.value)
+    assert "1 file(s) that are not audio are left out (.txt)" in caplog.text
+
+
+def test_characters_the_model_never_saw_are_named(audio, sample, tmp_path, caplog):
+    trained = audio.SpeechDataModule(str(sample))
+    trained.setup("fit")
+    one_utterance(tmp_path / "data", text="ÇA VA")
+    dm = audio.SpeechDataModule(str(tmp_path / "data"), split_by="utterance", val_fraction=0.1, test_fraction=0)
+    dm.use_spec(trained.spec)
+    with caplog.at_level("WARNING"), pytest.raises(audio.DataError):  # one utterance cannot fill the splits
+        dm.setup("fit")
+    assert "characters the model never saw in training: 'ç'" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

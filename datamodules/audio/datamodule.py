@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
 from .dataset import Collate, LengthGroupedSampler, SpeechDataset
-from .decode import AUDIO_SUFFIXES, audio_problem, rate_problem
+from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
 from .files import READERS, SAMPLE_HINT, Utterance, detect_format
 from .text import BLANK, ctc_frames_needed, normalize_text
@@ -131,6 +131,9 @@ class SpeechDataModule(LightningDataModule):
         if self.spec is None:
             vocab = (BLANK, *sorted({c for item in items for c in item.text}))
             self.spec = SpeechSpec(vocab, dict(self.features.settings))
+        unknown = sorted({c for item in items for c in item.text} - set(self.spec.vocab))
+        if unknown:  # a trained model's alphabet: it cannot write these, so they count as errors
+            log.warning("%s: characters the model never saw in training: %s", path, " ".join(map(repr, unknown[:20])))
         items = self._checked(items, "utterances", predicting=False)
         groups = [i.speaker if hp.split_by == "speaker" else str(i.file) for i in items]
         parts = split_by_group(groups, self._fractions(), hp.seed)
@@ -157,7 +160,14 @@ class SpeechDataModule(LightningDataModule):
         if not self.hparams.predict_path:
             raise DataError("set data.predict_path (make predict INPUT=...) to an audio file or a folder of them")
         path = existing_path(self.hparams.predict_path, "data.predict_path")
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        files = [path]
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file())
+            files = [p for p in found if p.suffix.lower() in AUDIO_SUFFIXES | UNDECODABLE_SUFFIXES]
+            if len(found) > len(files):
+                others = sorted({p.suffix or p.name for p in found} - {p.suffix for p in files})
+                log.warning("%s: %d file(s) that are not audio are left out (%s)", path, len(found) - len(files),
+                            ", ".join(others[:8]))  # fmt: skip
         if not files:
             raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {path}")
         return [Utterance(f, "", f.stem, str(f)) for f in files]
@@ -184,7 +194,10 @@ class SpeechDataModule(LightningDataModule):
             try:
                 info = sf.info(str(item.file))
             except (RuntimeError, ValueError, OSError) as error:
-                bad.bad(f"{where}: unreadable or truncated audio ({str(error).strip()})")
+                fix = ""
+                if item.file.suffix.lower() in UNDECODABLE_SUFFIXES:
+                    fix = f"; convert it to WAV or FLAC (ffmpeg -i in{item.file.suffix} out.wav)"
+                bad.bad(f"{where}: unreadable or truncated audio ({str(error).strip()}){fix}")
                 continue
             if info.frames <= 0:
                 bad.bad(f"{where}: empty audio (0 samples)")

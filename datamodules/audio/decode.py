@@ -17,7 +17,10 @@ import soundfile as sf
 import torch
 import torchaudio
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64"}
+# Audio that phones and players save and soundfile cannot decode: taken into a folder to transcribe so that each
+# file is refused by name with the fix, rather than left out without a word.
+UNDECODABLE_SUFFIXES = {".m4a", ".aac", ".wma", ".amr", ".3gp", ".webm", ".mp4", ".mka"}
 LOWEST_RATE = 1000  # Hz; lower rates are damaged headers, not speech
 RESAMPLE_LIMIT = 20_000_000  # entries of torchaudio's resampling kernel (80 MB): rates like 44101 Hz need billions
 LOUDEST = 1000.0  # full scale is 1; float WAVs far beyond it are damaged, and their spectra overflow float32

@@ -16,7 +16,16 @@ from torchvision.transforms import v2
 
 from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
 from .dataset import CaptionDataset, collate
-from .files import IMAGE_SUFFIXES, MAX_PIXELS, READERS, check_image, detect_format, image_root, inside
+from .files import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    OTHER_IMAGE_SUFFIXES,
+    READERS,
+    check_image,
+    detect_format,
+    image_root,
+    inside,
+)
 from .text import build_vocab, words
 
 log = logging.getLogger(__name__)
@@ -198,9 +207,13 @@ class ImageCaptionDataModule(LightningDataModule):
         files = [path]
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file())
-            files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+            files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | OTHER_IMAGE_SUFFIXES]
             if len(found) > len(files):
-                log.info("%s: %d file(s) without an image suffix are not captioned", path, len(found) - len(files))
+                others = sorted({p.suffix or p.name for p in found} - {p.suffix for p in files})
+                log.warning(
+                    "%s: %d file(s) that are not images are left out (%s)",
+                    path, len(found) - len(files), ", ".join(others[:8]),
+                )  # fmt: skip
         if not files:
             raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(path)!r}")
         skips = SkipLog(hp.on_bad_input, "images")

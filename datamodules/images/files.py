@@ -21,6 +21,9 @@ from torchvision.transforms import v2
 from ..common import DataError, SkipLog, existing_path, read_text, sniff_separator
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Images that phones and cameras save and may not be decodable here: taken into a folder to caption so that each
+# one is decoded or refused by name with the fix, never left out without a word.
+OTHER_IMAGE_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".dng", ".cr2", ".nef", ".arw"}
 MAX_PIXELS = 100_000_000  # ~300 MB as decoded RGB: a 100-megapixel photo is accepted, a decompression bomb is not
 Entry = tuple[str, str, str]  # (image name, caption, where it came from: "captions.csv row 7")
 # PIL's own bomb check has a fixed limit and would override data.max_image_pixels; the size is checked here instead.
@@ -78,7 +81,8 @@ def check_image(path: Path, max_pixels: int = MAX_PIXELS) -> str | None:
             image.draft("RGB", (64, 64))  # JPEG: decode at up to 1/8 scale; every byte is still read
             image.load()
     except Exception as error:  # any decoder failure (truncated, corrupt, unsupported) means "not readable"
-        return f"is not a readable image ({type(error).__name__}: {error})"
+        fix = "; convert it to PNG or JPEG" if path.suffix.lower() in OTHER_IMAGE_SUFFIXES else ""
+        return f"is not a readable image ({type(error).__name__}: {error}){fix}"
     return None
 
 

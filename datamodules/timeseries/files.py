@@ -131,8 +131,8 @@ def _fill(where: str, table: pd.DataFrame, name: str, missing: Literal["error", 
     first = empty[column].idxmax()
     if missing == "error":
         raise DataError(
-            f"{where} row {first}: {column} is empty. Fill it in, or set data.missing: ffill to carry "
-            "the previous value forward."
+            f"{where} row {first}: {column} is empty (or marked missing: null, NaN, N/A). Fill it in, or set "
+            "data.missing: ffill to carry the previous value forward."
         )
     if empty.iloc[0].any():
         column = empty.iloc[0].idxmax()

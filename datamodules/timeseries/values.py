@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 ZONED = re.compile(r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:[zZ]|UTC|GMT|[+-]\d\d(?::?\d\d)?)$")
 DAY_MONTH = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b")  # 01.02.2021, 1/2/21: day or month first?
 DECIMAL_COMMA = re.compile(r"-?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?")  # 1.234,5  1234,5  12
+# How spreadsheets and exports mark a missing value (Yahoo Finance writes "null"): read as empty cells.
+MISSING_MARKS = {"null", "NULL", "Null", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "None", "none"}
 LARGEST = 1e30  # the model computes in 32-bit floats (about 1e-38 to 3e38) on log prices and their ratios
 
 
@@ -70,7 +72,7 @@ def _to_datetime(where: str, column: str, text: pd.Series, utc: bool) -> pd.Seri
         return pd.Series([_one_date(t) for t in text], index=text.index, dtype="datetime64[us]")
     missing = [int(t.isna().sum()) for t in tries]
     # On a tie (no day above 12) the usual order of the form decides: 01.02.2021 is day first, 01/02/2021 month first.
-    prefer = [0, 1] if len(tries) == 1 or "." not in text.iloc[0] else [1, 0]
+    prefer = [0] if len(tries) == 1 else [1, 0] if "." in text.iloc[0] else [0, 1]
     best = min(prefer, key=missing.__getitem__)
     dates = tries[best]
     if best == 1:
@@ -99,7 +101,8 @@ def parse_numbers(where: str, raw: pd.Series, column: str, row: pd.Series, decim
     ``decimal_comma``: the file is separated by something else than commas, so ``1.234,5`` may mean 1234.5.
     """
     text = raw.astype("string").str.strip()
-    present = (text.notna() & (text != "")).fillna(False)
+    present = (text.notna() & (text != "") & ~text.isin(MISSING_MARKS)).fillna(False)
+    raw = raw.where(present)
     if decimal_comma:
         commas = int((text.str.contains(",", regex=False) & present).sum())
         dots = text.str.fullmatch(r"-?\d+\.\d+") & ~text.str.fullmatch(DECIMAL_COMMA)  # 1.5, not 1.234
