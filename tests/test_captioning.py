@@ -323,8 +323,11 @@ def test_missing_image_root_and_format_are_explained(images, DataError, small_co
         (tmp_path / "bad.csv").write_text("file,text\na.png,a dog\n")
         images.ImageCaptionDataModule(str(tmp_path / "bad.csv")).setup("fit")
     with pytest.raises(DataError, match="cannot tell the format"):
-        (tmp_path / "x.txt").write_text("")
-        images.ImageCaptionDataModule(str(tmp_path / "x.txt")).setup("fit")
+        (tmp_path / "x.xml").write_text("")
+        images.ImageCaptionDataModule(str(tmp_path / "x.xml")).setup("fit")
+    (tmp_path / "Flickr8k.token.txt").write_text("1000268201.jpg#0\tA child in a pink dress .\n")
+    with pytest.raises(DataError, match=r"Flickr8k.token.txt needs the columns 'image,caption'; it has \['1000268201"):
+        images.ImageCaptionDataModule(str(tmp_path / "Flickr8k.token.txt")).setup("fit")
 
 
 CLI_REFUSALS = {

@@ -99,7 +99,7 @@ def detect_format(path: Path, format: str) -> str:
         return format
     if path.is_dir() or path.name == "metadata.jsonl" or path.suffix == ".jsonl":
         return "jsonl"
-    if path.suffix.lower() in (".json", ".csv", ".tsv"):
+    if path.suffix.lower() in (".json", ".csv", ".tsv", ".txt"):  # Flickr8k ships its CSV as captions.txt
         return "coco" if path.suffix.lower() == ".json" else "csv"
     raise DataError(
         f"cannot tell the format of {str(path)!r}: use a .json (COCO), .csv or metadata.jsonl, "

@@ -38,7 +38,9 @@ def _monthly(dates: pd.DatetimeIndex, horizon: int, step: pd.Timedelta) -> pd.Da
 def _in_session(dates: pd.DatetimeIndex, horizon: int, step: pd.Timedelta) -> pd.DatetimeIndex:
     """Steps of ``step`` on the weekdays the series has rows on, within the times of day it has rows at."""
     weekdays = set(dates.dayofweek)
-    time_of_day = dates - dates.normalize()
+    days = dates.normalize()
+    latest = dates[days.isin(days.unique()[-10:])]  # the session as it is now: UTC stamps move with daylight saving
+    time_of_day = latest - latest.normalize()
     opens, closes = time_of_day.min(), time_of_day.max()
     stamps, t = [], dates[-1]
     while len(stamps) < horizon:

@@ -14,6 +14,7 @@ A command goes one way, each step handing its result to the next:
 from __future__ import annotations
 
 import importlib
+import logging
 import shutil
 import signal
 import sys
@@ -257,6 +258,10 @@ def _one_line(error: Exception) -> str:
 
 
 def main(args: ArgsType = None) -> None:
+    package = logging.getLogger(__name__.rpartition(".")[0])  # what the data modules say: skipped entries, formats
+    if not package.handlers:
+        package.addHandler(logging.StreamHandler())
+        package.setLevel(logging.INFO)
     try:
         TaskCLI(args=args)
     except (TrackingUnavailable, DataError, ConfigError) as error:  # the user's input, not our bug: no traceback
