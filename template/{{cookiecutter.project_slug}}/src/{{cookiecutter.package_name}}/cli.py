@@ -47,8 +47,6 @@ from .store import TrackingUnavailable, prepare_store, tracking_uri
 from .tasks import task_of
 from .train_loss import TrainLoss
 
-STAGES = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}  # subcommand -> setup stage
-
 
 class ConfigError(ValueError):
     """A config value the model or the trainer cannot work with; reported without a traceback."""
@@ -174,7 +172,7 @@ class TaskCLI(LightningCLI):
                 )
         else:
             data.use_spec(model.spec)
-            data.setup(STAGES[self.subcommand])  # bad input is refused here, before a run or any compute
+            data.setup(self.subcommand)  # validate, test, predict: bad input is refused here, before a run or compute
 
     # 5. the run ----------------------------------------------------------------------------------------------------
     def _start_run(self, checkpoint: str | None = None) -> None:
