@@ -262,6 +262,16 @@ def test_images_to_caption_are_captioned_or_refused_by_name(images, DataError, s
     assert [f.name for f in dm.predict_files] == ["scene.png"] and "IMG_0001.HEIC" in dm.skipped[0]
 
 
+def test_data_follows_the_checkpoint_image_size_and_says_so(images, small_coco, caplog):
+    trained = images.CaptionSpec(vocab=("<pad>", "<bos>", "<eos>", "<unk>", "circle"), image_size=24)
+    dm = images.ImageCaptionDataModule(str(small_coco), image_size=64, batch_size=4)
+    with caplog.at_level(logging.WARNING):
+        dm.use_spec(trained)
+    assert "data.image_size 64 -> 24: the data follows the trained model" in caplog.text
+    dm.setup("test")
+    assert next(iter(dm.test_dataloader()))["image"].shape[-2:] == (24, 24)
+
+
 def test_pixel_limit_is_configurable(images, DataError, small_coco, tmp_path):
     with pytest.raises(
         DataError, match=r"00000.png' is 64x64 pixels \(0 MP\), more than data.max_image_pixels = 4,000"

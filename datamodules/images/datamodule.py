@@ -110,6 +110,11 @@ class ImageCaptionDataModule(LightningDataModule):
 
     def use_spec(self, spec: CaptionSpec) -> None:
         """Follow a trained model (test, predict): encode captions with its words, resize images as it saw them."""
+        if self.hparams.image_size != spec.image_size:
+            log.warning(
+                "data.image_size %d -> %d: the data follows the trained model (its checkpoint)",
+                self.hparams.image_size, spec.image_size,
+            )  # fmt: skip
         self.spec = spec
 
     @property
