@@ -131,8 +131,8 @@ def read_coco(path: Path, skips: SkipLog) -> list[Entry]:
         isinstance(data, dict) and isinstance(data.get("images"), list) and isinstance(data.get("annotations"), list)
     ):
         raise DataError(
-            f"{path.name} is not a COCO captions file: it needs 'images' [{{id, file_name}}] and "
-            "'annotations' [{image_id, caption}]"
+            f"{path.name} is not a COCO captions file: it needs "
+            "'images' [{id, file_name}] and 'annotations' [{image_id, caption}]"
         )
     names: dict[int | str, str] = {}
     for i, image in enumerate(data["images"]):
