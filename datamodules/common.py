@@ -1,9 +1,13 @@
-"""Helpers every DataModule shares: clear errors about bad input, skip policies and leak-free splits."""
+"""Helpers every DataModule shares: clear errors about bad input, config checks, text decoding, skip policies and
+leak-free splits."""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
+import math
+import unicodedata
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -11,6 +15,14 @@ from typing import Literal
 log = logging.getLogger(__name__)
 
 BadInputPolicy = Literal["error", "skip"]
+SEPARATORS = (",", ";", "\t", "|")  # what spreadsheet exports use; the header tells which
+# UTF-32's byte-order marks first: the little-endian one starts with UTF-16's.
+WIDE_BOMS = (
+    ("utf-32", codecs.BOM_UTF32_LE),
+    ("utf-32", codecs.BOM_UTF32_BE),
+    ("utf-16", codecs.BOM_UTF16_LE),
+    ("utf-16", codecs.BOM_UTF16_BE),
+)
 
 
 class DataError(ValueError):
@@ -25,10 +37,93 @@ def existing_path(path: str | Path, what: str, hint: str = "") -> Path:
     return resolved
 
 
+# ---- config values, checked when the DataModule is made (before any data is read or a run is started) ----------
+def check_positive(**values: float) -> None:
+    """Refuse sizes that are not positive numbers (``batch_size: 0``, ``lookback: -5``), naming the setting."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise DataError(f"data.{name} must be a positive number, not {value!r}")
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Validation and test fractions in [0, 1), some validation data, and room left for training."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise DataError(f"data.{name} is {value!r}; it must be in [0, 1), e.g. 0.1")
+    if val_fraction == 0:
+        raise DataError(
+            "data.val_fraction is 0, but the best checkpoint is chosen on validation data: set it to e.g. 0.1"
+        )
+    if val_fraction + test_fraction >= 1 or math.isclose(val_fraction + test_fraction, 1):
+        raise DataError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} leaves no data for training; "
+            "keep the sum well below 1 (e.g. 0.1 and 0.1)"
+        )
+
+
+# ---- text files as users save them --------------------------------------------------------------------------------
+def read_text(path: Path) -> str:
+    """The text of ``path``: UTF-8 with or without a byte-order mark, or UTF-16/32 with one (Excel's "Unicode text").
+
+    Other encodings are refused with the line and byte where decoding failed, rather than guessed: a wrong
+    guess would turn names and captions into different words without a sign.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:  # a folder, no permission, a broken link
+        raise DataError(
+            f"{str(path)!r} cannot be read ({error.strerror or error}); it must be a readable file"
+        ) from None
+    wide = next((e for e, bom in WIDE_BOMS if data.startswith(bom)), None)
+    if wide:
+        try:
+            text = data.decode(wide)
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path.name}: starts like {wide.upper()} but is not valid {wide} ({error.reason})"
+            ) from None
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            raise DataError(
+                f"{path.name} line {line}: byte 0x{data[error.start]:02X} is not UTF-8 (a file saved as "
+                "Windows-1252/Latin-1?); save it as UTF-8 (in Excel: 'CSV UTF-8')"
+            ) from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise DataError(
+            f"{path.name} line {line}: contains a NUL byte: UTF-16/32 text without a byte-order mark, or not a text "
+            "file; save it as UTF-8"
+        )
+    return text
+
+
+def sniff_separator(header: str) -> str:
+    """The separator of a delimited file from its header line: the most frequent of ``, ; tab |`` (comma on ties)."""
+    counts = {sep: header.count(sep) for sep in SEPARATORS}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
+def word_characters(text: str) -> str:
+    """``text`` (NFKC-normalized, lower case) with every character that is not a letter, combining mark or digit of
+    some script, or an apostrophe, turned into a space.
+
+    Combining marks stay: Hindi, Thai or Vietnamese words are letters plus marks, and dropping the marks
+    changes the words.
+    """
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'")
+    return "".join(c if c == "'" or unicodedata.category(c)[0] in "LMN" else " " for c in text)
+
+
+# ---- bad entries: refused, or skipped and listed --------------------------------------------------------------------
 class SkipLog:
     """Collects bad items under the ``skip`` policy, or raises at the first one under ``error``.
 
-    Skipping is never silent: ``report()`` logs how many items were dropped and the first few reasons.
+    Skipping is never silent: ``report()`` logs how many items were dropped and lists every one; the DataModule
+    keeps the list (``skipped``) and the CLI saves it as ``skipped_inputs.txt`` in the run.
     """
 
     def __init__(self, policy: BadInputPolicy, what: str) -> None:
@@ -46,9 +141,9 @@ class SkipLog:
     def report(self, total: int) -> None:
         if not self.reasons:
             return
-        shown = "; ".join(self.reasons[:5]) + (" ..." if len(self.reasons) > 5 else "")
-        log.warning("skipped %d of %d %s: %s", len(self.reasons), total, self.what, shown)
-        if len(self.reasons) == total:
+        log.warning("skipped %d of %d %s:\n  %s", len(self.reasons), total, self.what, "\n  ".join(self.reasons))
+        if len(self.reasons) >= total:
+            shown = "; ".join(self.reasons[:3]) + (" ..." if len(self.reasons) > 3 else "")
             raise DataError(f"all {total} {self.what} were bad and skipped: {shown}")
 
 
@@ -58,8 +153,8 @@ def split_by_group(groups: Sequence[Hashable], fractions: Sequence[float], seed:
     The assignment hashes each group with the seed, so it is deterministic across runs, processes and
     machines (unlike ``random``), and adding data moves few existing groups between parts.
     """
-    if abs(sum(fractions) - 1.0) > 1e-6:
-        raise DataError(f"split fractions {list(fractions)} must add up to 1")
+    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise DataError(f"split fractions {list(fractions)} must be at least 0 and add up to 1")
     unique = sorted({str(g) for g in groups})
     ranked = sorted(unique, key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
     bounds, acc = [], 0.0

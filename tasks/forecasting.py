@@ -78,8 +78,12 @@ class PriceForecaster(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["spec"])
         self.quantiles = sorted(quantiles or [0.1, 0.5, 0.9]) if loss == "quantile" else [0.5]
-        if 0.5 not in self.quantiles:
-            raise ValueError(f"quantiles {self.quantiles} must include 0.5 (the point forecast)")
+        if 0.5 not in self.quantiles or not all(0 < q < 1 for q in self.quantiles):
+            raise ValueError(
+                f"model.quantiles {self.quantiles} must lie between 0 and 1 and include 0.5 (the forecast)"
+            )
+        if season_length < 1:
+            raise ValueError(f"model.season_length must be 1 or more, not {season_length}")
         metrics = MetricCollection(
             {
                 "mae": MeanAbsoluteError(),
@@ -99,6 +103,11 @@ class PriceForecaster(LightningModule):
 
     def configure(self, spec: PriceSpec) -> None:
         """Build the layers that depend on the data, once: from the DataModule's spec, or the checkpoint's."""
+        if self.hparams.season_length >= spec.lookback:  # the seasonal-naive forecast repeats a season of the window
+            raise ValueError(
+                f"model.season_length ({self.hparams.season_length}) must be smaller than data.lookback "
+                f"({spec.lookback}): lower the season or look further back"
+            )
         self.spec = spec
         self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
         hp = self.hparams

@@ -108,6 +108,28 @@ class Store:
         return sorted(m.step for m in history)
 
 
+def run_count(project: Path) -> int:
+    """How many MLflow runs the project's SQLite store holds (0 without a store): a refused command adds none."""
+    import sqlite3
+
+    if not (project / "mlflow.db").exists():
+        return 0
+    with sqlite3.connect(project / "mlflow.db") as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+
+
+def assert_refused(result: subprocess.CompletedProcess, *names: str) -> str:
+    """The command ended with exit code 1 and one ``ERROR:`` line naming each of ``names``, without a traceback."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
+    assert result.returncode == 1, f"exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project baked with every task, shared by the tests that only read or train in it."""

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import logging
 import shutil
+import struct
+import zlib
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import mlflow_runs, run_cli
+from conftest import assert_refused, mlflow_runs, run_cli, run_count
 from PIL import Image
 
 CONFIG = "configs/captioning.yaml"
@@ -136,6 +139,193 @@ def test_bad_input_is_named_or_skipped(images, DataError, small_coco, tmp_path, 
     assert 39 <= sum(len(s) for s in dm.splits.values()) <= 40
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels in a few bytes, as a decompression bomb does."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
+
+
+def edit_coco(coco: Path, change) -> None:
+    data = json.loads(coco.read_text())
+    change(data)
+    coco.write_text(json.dumps(data))
+
+
+def break_bomb(coco: Path) -> str:
+    (coco.parent / "images" / "00002.png").write_bytes(png_header(30000, 30000))
+    return "00002.png' is 30000x30000 pixels (900 MP), more than data.max_image_pixels = 100,000,000"
+
+
+def break_truncated_jpeg(coco: Path) -> str:
+    image = Image.open(coco.parent / "images" / "00006.png").convert("RGB").resize((128, 128))
+    image.save(coco.parent / "images" / "cut.jpg", quality=95)
+    data = (coco.parent / "images" / "cut.jpg").read_bytes()
+    (coco.parent / "images" / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])  # a valid header, half the scan
+    edit_coco(coco, lambda d: d["images"][6].update(file_name="cut.jpg"))
+    return "cut.jpg' is not a readable image (OSError: image file is truncated"
+
+
+def break_parent_path(coco: Path) -> str:
+    shutil.copy(coco.parent / "images" / "00001.png", coco.parent / "outside.png")
+    edit_coco(coco, lambda d: d["images"][1].update(file_name="../outside.png"))
+    return "outside.png' leaves the image folder"
+
+
+def break_absolute_path(coco: Path) -> str:
+    edit_coco(coco, lambda d: d["images"][1].update(file_name="/etc/hostname"))
+    return "image '/etc/hostname' leaves the image folder"
+
+
+def break_null_file_name(coco: Path) -> str:
+    edit_coco(coco, lambda d: d["images"][2].update(file_name=None))
+    return "annotations.json images[2]: file_name None is not a file name"
+
+
+def break_list_image_id(coco: Path) -> str:
+    edit_coco(coco, lambda d: d["annotations"][4].update(image_id=[0]))
+    return "annotations.json annotations[4]: image_id [0] is not in 'images'"
+
+
+def break_number_caption(coco: Path) -> str:
+    edit_coco(coco, lambda d: d["annotations"][8].update(caption=17))
+    return "annotations.json annotations[8]: caption 17 is not text"
+
+
+@pytest.mark.parametrize(
+    "breaks",
+    [
+        break_bomb,
+        break_truncated_jpeg,
+        break_parent_path,
+        break_absolute_path,
+        break_null_file_name,
+        break_list_image_id,
+        break_number_caption,
+    ],
+)
+def test_bad_input_is_named_or_skipped_and_listed(images, DataError, small_coco, tmp_path, breaks):
+    coco = copy_coco(small_coco, tmp_path)
+    message = breaks(coco)
+    with pytest.raises(DataError, match="on_bad_input: skip") as error:
+        images.ImageCaptionDataModule(str(coco)).setup("fit")
+    assert message in str(error.value)
+    dm = images.ImageCaptionDataModule(str(coco), on_bad_input="skip")
+    dm.setup("fit")
+    assert dm.skipped and all(message in reason or "is not in 'images'" in reason for reason in dm.skipped)
+    captions = sum(len(caps) for split in dm.splits.values() for _, caps in split)
+    dropped = [r for r in dm.skipped if r.startswith("annotations.json annotations[")]
+    assert captions + len(dropped) == 200, "every caption is kept or listed as skipped"
+    next(iter(dm.train_dataloader()))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"images": [], "annotations": [', "annotations.json line 1 column 32: not valid JSON"),
+        ('{"images": "caf\xe9"}'.encode("latin-1"), "annotations.json line 1: byte 0xE9 is not UTF-8"),
+        (b'[{"id": 1}]', "annotations.json is not a COCO captions file"),
+        (b"", "annotations.json line 1 column 1: not valid JSON"),
+    ],
+    ids=["cut-json", "latin-1", "not-coco", "empty"],
+)
+def test_unreadable_caption_files_are_refused_by_name(images, DataError, small_coco, tmp_path, content, message):
+    coco = copy_coco(small_coco, tmp_path)
+    coco.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        images.ImageCaptionDataModule(str(coco), on_bad_input="skip").setup("fit")
+    assert message in str(error.value)
+
+
+def test_images_to_caption_are_captioned_or_refused_by_name(images, DataError, small_coco, tmp_path, caplog):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(small_coco.parent / "images" / "00000.png", folder / "scene.png")
+    (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(100))
+    (folder / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING), pytest.raises(DataError) as error:
+        images.ImageCaptionDataModule(predict_path=str(folder)).setup("predict")
+    assert "IMG_0001.HEIC' is not a readable image" in str(error.value) and "convert it to PNG or JPEG" in str(
+        error.value
+    )
+    assert "1 file(s) that are not images are left out (.txt)" in caplog.text
+    dm = images.ImageCaptionDataModule(predict_path=str(folder), on_bad_input="skip")
+    dm.setup("predict")
+    assert [f.name for f in dm.predict_files] == ["scene.png"] and "IMG_0001.HEIC" in dm.skipped[0]
+
+
+def test_data_follows_the_checkpoint_image_size_and_says_so(images, small_coco, caplog):
+    trained = images.CaptionSpec(vocab=("<pad>", "<bos>", "<eos>", "<unk>", "circle"), image_size=24)
+    dm = images.ImageCaptionDataModule(str(small_coco), image_size=64, batch_size=4)
+    with caplog.at_level(logging.WARNING):
+        dm.use_spec(trained)
+    assert "data.image_size 64 -> 24: the data follows the trained model" in caplog.text
+    dm.setup("test")
+    assert next(iter(dm.test_dataloader()))["image"].shape[-2:] == (24, 24)
+
+
+def test_pixel_limit_is_configurable(images, DataError, small_coco, tmp_path):
+    with pytest.raises(
+        DataError, match=r"00000.png' is 64x64 pixels \(0 MP\), more than data.max_image_pixels = 4,000"
+    ):
+        images.ImageCaptionDataModule(str(small_coco), max_image_pixels=4000).setup("fit")
+    images.ImageCaptionDataModule(str(small_coco), max_image_pixels=64 * 64).setup("fit")
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: ("\ufeff" + text).encode(),
+        lambda text: pd.read_csv(io.StringIO(text)).to_csv(sep="\t", index=False).encode(),
+        lambda text: ("\ufeff" + text).encode("utf-16-le"),
+        lambda text: text.replace("image,caption", "Image, Caption").encode(),
+    ],
+    ids=["bom", "tabs", "utf-16", "header-case-and-spaces"],
+)
+def test_odd_but_valid_csv_reads_like_the_plain_one(images, small_coco, tmp_path, encode):
+    plain = as_csv(small_coco, tmp_path)
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(encode(plain.read_text()))
+    root = str(small_coco.parent / "images")
+    read = [images.ImageCaptionDataModule(str(p), image_root=root) for p in (plain, odd)]
+    for dm in read:
+        dm.setup("fit")
+    assert read[0].splits == read[1].splits and read[0].spec == read[1].spec
+
+
+def test_captions_keep_the_letters_of_every_script(text):
+    assert text.words("Un café, s'il vous plaît.") == ["un", "café", "s'il", "vous", "plaît"]
+    assert text.words("कुत्ता गेंद से खेलता है") == ["कुत्ता", "गेंद", "से", "खेलता", "है"]  # vowel signs and virama stay
+    assert text.words("كلب يلعب") == ["كلب", "يلعب"]
+    assert text.words("Con chó đang chơi") == ["con", "chó", "đang", "chơi"]
+    assert text.words("一只狗在草地上。") == [
+        "一",
+        "只",
+        "狗",
+        "在",
+        "草",
+        "地",
+        "上",
+    ]  # unspaced: one word a character
+    assert text.words("ＦＵＬＬ width") == ["full", "width"]
+
+
+def test_a_split_left_empty_is_refused_before_training(images, DataError, small_coco, tmp_path):
+    coco = copy_coco(small_coco, tmp_path)
+    for image in sorted((coco.parent / "images").iterdir())[:37]:
+        image.write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"the (val|test) split is empty \(3 usable images, 185 entries skipped\)"):
+        images.ImageCaptionDataModule(str(coco), on_bad_input="skip").setup("fit")
+
+
 def test_missing_image_root_and_format_are_explained(images, DataError, small_coco, tmp_path):
     with pytest.raises(DataError, match="image root .*nowhere.* does not exist"):
         images.ImageCaptionDataModule(str(small_coco), image_root=str(tmp_path / "nowhere")).setup("fit")
@@ -143,8 +333,54 @@ def test_missing_image_root_and_format_are_explained(images, DataError, small_co
         (tmp_path / "bad.csv").write_text("file,text\na.png,a dog\n")
         images.ImageCaptionDataModule(str(tmp_path / "bad.csv")).setup("fit")
     with pytest.raises(DataError, match="cannot tell the format"):
-        (tmp_path / "x.txt").write_text("")
-        images.ImageCaptionDataModule(str(tmp_path / "x.txt")).setup("fit")
+        (tmp_path / "x.xml").write_text("")
+        images.ImageCaptionDataModule(str(tmp_path / "x.xml")).setup("fit")
+    (tmp_path / "Flickr8k.token.txt").write_text("1000268201.jpg#0\tA child in a pink dress .\n")
+    with pytest.raises(DataError, match=r"Flickr8k.token.txt needs the columns 'image,caption'; it has \['1000268201"):
+        images.ImageCaptionDataModule(str(tmp_path / "Flickr8k.token.txt")).setup("fit")
+
+
+CLI_REFUSALS = {
+    "truncated-jpeg": break_truncated_jpeg,
+    "outside-the-image-folder": break_parent_path,
+    "null-file-name": break_null_file_name,
+}
+
+
+@pytest.mark.parametrize("breaks", CLI_REFUSALS.values(), ids=CLI_REFUSALS.keys())
+def test_refused_training_starts_no_run(project, small_coco, tmp_path, breaks):
+    coco = copy_coco(small_coco, tmp_path)
+    message = breaks(coco)
+    runs = run_count(project)
+    result = run_cli(project, "fit", "--config", CONFIG, "--data.path", str(coco), check=False, **THREADS)
+    assert_refused(result, message, "on_bad_input: skip")
+    assert run_count(project) == runs, "a refused training must not create an MLflow run"
+
+
+def test_skipped_entries_are_listed_in_the_run_and_no_test_split_is_fine(project, small_coco, tmp_path):
+    from mlflow import MlflowClient
+
+    coco = copy_coco(small_coco, tmp_path)
+    message = break_truncated_jpeg(coco)
+    quick = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    args = [
+        "--data.path",
+        str(coco),
+        "--data.on_bad_input",
+        "skip",
+        "--data.test_fraction",
+        "0",
+        "--data.image_size",
+        "32",
+    ]
+    run_cli(project, "fit", "--config", CONFIG, *args, *quick, "--model.beam_size", "1", **THREADS)
+    run = mlflow_runs(project, "captioning")[0]
+    assert run.info.status == "FINISHED" and not [m for m in run.data.metrics if m.startswith("test/")]
+    listed = Path(
+        MlflowClient(f"sqlite:///{project / 'mlflow.db'}").download_artifacts(run.info.run_id, "skipped_inputs.txt")
+    )
+    lines = listed.read_text().splitlines()
+    assert len(lines) == 5 and all(message in line for line in lines)  # the image's five captions, each named
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ def test_kill_9_while_saving_a_checkpoint_leaves_the_previous_one_whole(fproject
     for name, command in commands.items():
         failed = run_cli(fproject, command[0], "--config", "configs/forecasting.yaml", *command[1:], check=False)
         assert failed.returncode == 1, name
-        assert f"ERROR: {broken} is not a readable checkpoint" in failed.stderr, (name, failed.stderr[-2000:])
+        assert f"ERROR: '{broken}' is not a readable checkpoint" in failed.stderr, (name, failed.stderr[-2000:])
         assert "Traceback" not in failed.stderr, name
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import mlflow_runs, run_cli, run_make
+from conftest import assert_refused, mlflow_runs, run_cli, run_count, run_make
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny ops on a busy 2-core box: one thread avoids spin-waiting
 
@@ -155,6 +155,161 @@ def test_bad_input_is_named_or_skipped(audio, sample, tmp_path, damage, message)
     assert sum(len(dm.splits[s]) for s in ("train", "val", "test")) == len(utterances(sample))
 
 
+def break_nan_samples(audio: Path) -> None:
+    samples = np.sin(np.arange(16000) / 5).astype("float32")
+    samples[[100, 2000]] = [np.nan, np.inf]
+    sf.write(audio, samples, 16000, subtype="FLOAT")
+
+
+def break_odd_rate(audio: Path) -> None:
+    sf.write(audio, np.sin(np.arange(44101) / 5).astype("float32"), 44101)
+
+
+def break_latin1_transcript(audio: Path) -> None:
+    (audio.parent / "1-2.trans.txt").write_bytes("1-2-0000 CAF\xc9\n".encode("latin-1"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (break_nan_samples, "1-2-0000.wav: has NaN or infinite samples"),
+        (break_odd_rate, "1-2-0000.wav: has an unusual sample rate (44101 Hz)"),
+    ],
+)
+def test_bad_audio_is_named_or_skipped_and_listed(audio, sample, tmp_path, damage, message):
+    root = tmp_path / "data"
+    shutil.copytree(sample, root)
+    damage(one_utterance(root / "bad"))
+    with pytest.raises(audio.DataError, match="on_bad_input: skip") as error:
+        audio.SpeechDataModule(str(root), val_fraction=0.25, test_fraction=0.25).setup("fit")
+    assert message in str(error.value)
+    dm = audio.SpeechDataModule(str(root), val_fraction=0.25, test_fraction=0.25, on_bad_input="skip")
+    dm.setup("fit")
+    assert len(dm.skipped) == 1 and message in dm.skipped[0]
+    assert next(iter(dm.train_dataloader()))["features"].isfinite().all()
+
+
+def test_unreadable_transcripts_are_refused_by_name(audio, tmp_path):
+    break_latin1_transcript(one_utterance(tmp_path / "data"))
+    with pytest.raises(audio.DataError, match="1-2.trans.txt line 1: byte 0xC9 is not UTF-8"):
+        audio.SpeechDataModule(str(tmp_path / "data")).setup("fit")
+
+
+def test_durations_come_from_the_header_before_decoding(audio, package, sample, tmp_path, monkeypatch, caplog):
+    root = tmp_path / "data"
+    shutil.copytree(sample, root)
+    long = one_utterance(root / "long", samples=np.zeros(16000 * 60, dtype="float32"))  # a minute
+    datamodule = importlib.import_module(f"{package.__name__}.datamodules.audio.datamodule")
+    decoded = []
+    check = datamodule.audio_problem
+    monkeypatch.setattr(datamodule, "audio_problem", lambda path: decoded.append(path) or check(path))
+    dm = audio.SpeechDataModule(str(root), val_fraction=0.25, test_fraction=0.25, max_duration=20)
+    dm.setup("fit")
+    assert long not in decoded and len(decoded) == len(utterances(sample))
+    assert dm.skipped == [
+        f"{long.parent / '1-2.trans.txt'} line 1: {long}: 60.0 s is longer than data.max_duration = 20 s"
+    ]
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_long_files_to_transcribe_are_refused_or_listed_never_dropped(audio, tmp_path, policy):
+    sf.write(tmp_path / "hour.wav", np.zeros(16000 * 45, dtype="float32"), 16000)
+    sf.write(tmp_path / "short.wav", np.zeros(16000, dtype="float32") + 0.1, 16000)
+    dm = audio.SpeechDataModule(predict_path=str(tmp_path), max_duration=30, on_bad_input=policy)
+    message = f"{tmp_path / 'hour.wav'}: 45.0 s is longer than data.max_duration = 30 s; raise data.max_duration"
+    if policy == "error":
+        with pytest.raises(audio.DataError) as error:
+            dm.setup("predict")
+        assert message in str(error.value)
+    else:
+        dm.setup("predict")
+        assert [u.file.name for u in dm.splits["predict"]] == ["short.wav"] and message in dm.skipped[0]
+
+
+def test_phone_recordings_in_a_folder_are_refused_by_name_not_left_out(audio, tmp_path, caplog):
+    sf.write(tmp_path / "ok.wav", np.zeros(16000, dtype="float32") + 0.1, 16000)
+    (tmp_path / "memo.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(200))
+    (tmp_path / "notes.txt").write_text("not audio")
+    dm = audio.SpeechDataModule(predict_path=str(tmp_path))
+    with caplog.at_level("WARNING"), pytest.raises(audio.DataError) as error:
+        dm.setup("predict")
+    assert "memo.m4a: unreadable or truncated audio" in str(error.value)
+    assert "convert it to WAV or FLAC (ffmpeg -i in.m4a out.wav)" in str(error.value)
+    assert "1 file(s) that are not audio are left out (.txt)" in caplog.text
+
+
+def test_characters_the_model_never_saw_are_named(audio, sample, tmp_path, caplog):
+    trained = audio.SpeechDataModule(str(sample))
+    trained.setup("fit")
+    one_utterance(tmp_path / "data", text="ÇA VA")
+    dm = audio.SpeechDataModule(str(tmp_path / "data"), split_by="utterance", val_fraction=0.1, test_fraction=0)
+    dm.use_spec(trained.spec)
+    with caplog.at_level("WARNING"), pytest.raises(audio.DataError):  # one utterance cannot fill the splits
+        dm.setup("fit")
+    assert "characters the model never saw in training: 'ç'" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("m.csv", b"", "m.csv is empty"),
+        ("m.jsonl", b"", "m.jsonl has no utterances"),
+        ("m.csv", b"path,transcript\n,hello\n", "m.csv row 2: no audio path"),
+        ("m.jsonl", b'{"audio_filepath": "a.wav", "text": null}\n', "m.jsonl line 1: text None is not text"),
+        (
+            "m.jsonl",
+            b'{"audio_filepath": ["a.wav"], "text": "hi"}\n',
+            "m.jsonl line 1: audio_filepath ['a.wav'] is not",
+        ),
+        ("m.jsonl", b"[1, 2]\n", "m.jsonl line 1: no field 'audio_filepath'"),
+    ],
+    ids=["empty-csv", "empty-manifest", "short-row", "null-text", "list-path", "not-an-object"],
+)
+def test_malformed_lists_are_refused_by_name(audio, tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(audio.DataError) as error:
+        audio.SpeechDataModule(str(tmp_path / name)).setup("fit")
+    assert message in str(error.value)
+
+
+def test_text_keeps_the_marks_of_every_script(package):
+    normalize = importlib.import_module(f"{package.__name__}.datamodules.audio.text").normalize_text
+    assert normalize("नमस्ते दुनिया!") == "नमस्ते दुनिया"  # virama and vowel signs are marks
+    assert normalize("สวัสดีครับ") == "สวัสดีครับ"
+    assert normalize("Tiếng Việt, rất hay.") == "tiếng việt rất hay"
+    assert normalize("Don’t STOP") == "don't stop"
+
+
+def test_too_few_speakers_are_refused_with_the_fix(audio, tmp_path):
+    for n in range(6):
+        one_utterance(tmp_path / "data" / f"u{n}", text="STOP")  # all speaker 1
+    with pytest.raises(audio.DataError, match=r"1 speaker\(s\) cannot fill train, val and test splits by speaker"):
+        audio.SpeechDataModule(str(tmp_path / "data")).setup("fit")
+    with pytest.raises(audio.DataError, match=r"the val split would be empty; 6 utterance\(s\) are too few"):
+        audio.SpeechDataModule(str(tmp_path / "data"), split_by="utterance", val_fraction=0.05, test_fraction=0).setup(
+            "fit"
+        )
+    dm = audio.SpeechDataModule(str(tmp_path / "data"), split_by="utterance", val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [4, 1, 1]
+
+
+def test_data_follows_the_checkpoint_sample_rate(audio, sample, caplog):
+    trained = audio.SpeechDataModule(str(sample), sample_rate=16000, n_mels=40)
+    trained.setup("fit")
+    dm = audio.SpeechDataModule(str(sample), sample_rate=8000, n_mels=20, val_fraction=0.25, test_fraction=0.25)
+    with caplog.at_level("WARNING"):
+        dm.use_spec(trained.spec)
+    assert "data.sample_rate 8000 -> 16000, data.n_mels 20 -> 40: the data follows the trained model" in caplog.text
+    dm.setup("test")
+    item = dm.splits["test"][0]
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["features"].shape[2] == 40
+    frames = dict(zip(batch["file"], batch["feature_lengths"].tolist(), strict=True))
+    seconds = sf.info(item.file).duration
+    assert abs(frames[str(item.file)] - (round(seconds * 16000) // 160 + 1)) <= 1  # frames of 16 kHz audio
+
+
 def test_malformed_manifest_names_the_line(audio, tmp_path):
     (tmp_path / "m.jsonl").write_text('{"audio_filepath": "a.wav"}\n')
     with pytest.raises(audio.DataError, match=r"m.jsonl line 1: no field 'text'"):
@@ -193,6 +348,21 @@ def test_bad_data_through_the_cli_is_a_clear_error_not_a_traceback(project, tmp_
     result = run_cli(project, *args, check=False, **ONE_THREAD)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "1-2-0000.wav: empty audio (0 samples)" in result.stderr
+
+
+CLI_REFUSALS = {
+    "nan-samples": (break_nan_samples, ["1-2-0000.wav: has NaN or infinite samples"]),
+    "one-speaker": (lambda audio: None, ["1 speaker(s) cannot fill", "data.split_by: utterance"]),
+}
+
+
+@pytest.mark.parametrize(("damage", "names"), CLI_REFUSALS.values(), ids=CLI_REFUSALS.keys())
+def test_refused_training_starts_no_run(project, tmp_path, damage, names):
+    damage(one_utterance(tmp_path / "data"))
+    runs = run_count(project)
+    args = ("fit", "--config", "configs/transcription.yaml", "--data.path", str(tmp_path / "data"))
+    assert_refused(run_cli(project, *args, check=False, **ONE_THREAD), *names)
+    assert run_count(project) == runs, "a refused training must not create an MLflow run"
 
 
 EPOCHS = 12

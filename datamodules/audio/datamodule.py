@@ -11,9 +11,9 @@ import soundfile as sf
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from ..common import BadInputPolicy, DataError, SkipLog, existing_path, split_by_group
+from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
 from .dataset import Collate, LengthGroupedSampler, SpeechDataset
-from .decode import AUDIO_SUFFIXES, wav_truncated
+from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
 from .files import READERS, SAMPLE_HINT, Utterance, detect_format
 from .text import BLANK, ctc_frames_needed, normalize_text
@@ -45,11 +45,17 @@ class SpeechDataModule(LightningDataModule):
         sample_rate, n_mels: audio is resampled to ``sample_rate`` and turned into ``n_mels`` log-mel bands.
         features_on: ``datamodule`` computes features in the loader workers; ``model`` yields waveforms and lets
             the model compute them on its device (a GPU does it much faster).
-        max_duration: longer utterances (seconds) are dropped, with a logged count.
+        max_duration: longer training utterances (seconds, read from the file header) are dropped and listed;
+            longer files to transcribe are refused by name (or skipped and listed with ``on_bad_input: skip``).
+        split_by: ``speaker`` keeps each speaker's utterances in one split (validation on unheard voices);
+            ``utterance`` splits one speaker's recordings.
         time_reduction: the model's frame subsampling, to reject transcripts too long for CTC.
-        check_audio: decode every file in ``setup`` so bad audio fails there, not inside a worker.
+        check_audio: decode every file in ``setup`` so bad audio (truncated, NaN samples) fails there, not inside
+            a worker.
         cache_audio_gb: keep decoded, resampled audio in memory after the first epoch when a split fits in this.
         predict_path: an audio file or a folder of them to transcribe.
+        on_bad_input: ``error`` stops at the first bad entry; ``skip`` drops it, and the log and the run's
+            ``skipped_inputs.txt`` list every one.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class SpeechDataModule(LightningDataModule):
         max_duration: float = 30.0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        split_by: Literal["speaker", "utterance"] = "speaker",
         time_reduction: int = 4,
         check_audio: bool = True,
         cache_audio_gb: float = 2.0,
@@ -73,13 +80,25 @@ class SpeechDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_positive(batch_size=batch_size, sample_rate=sample_rate, n_mels=n_mels, max_duration=max_duration)
+        check_positive(time_reduction=time_reduction)
+        if num_workers < 0 or cache_audio_gb < 0:
+            raise DataError("data.num_workers and data.cache_audio_gb must be 0 or more")
+        check_fractions(val_fraction, test_fraction)
+        SkipLog(on_bad_input, "utterances")  # refuses an unknown policy now, not after reading
         self.save_hyperparameters()
         self.spec: SpeechSpec | None = None
         self.features = FeaturePipeline(sample_rate, n_mels)
         self.splits: dict[str, list[Utterance]] = {}
+        self.skipped: list[str] = []  # every utterance or file dropped, with why
 
     def use_spec(self, spec: SpeechSpec) -> None:
-        """Follow a trained model (test, predict): its characters, sample rate and feature settings."""
+        """Follow a trained model (test, predict): its characters, sample rate and feature settings; audio is
+        resampled to the model's rate whatever data.sample_rate says, and the log says so."""
+        ours = {"sample_rate": self.hparams.sample_rate, "n_mels": self.hparams.n_mels}
+        differ = [f"{k} {v} -> {spec.features.get(k)}" for k, v in ours.items() if v != spec.features.get(k)]
+        if differ:
+            log.warning("data.%s: the data follows the trained model (its checkpoint)", ", data.".join(differ))
         self.spec = spec
         self.features = FeaturePipeline(**spec.features)
 
@@ -88,27 +107,48 @@ class SpeechDataModule(LightningDataModule):
         return self.features.settings["sample_rate"]
 
     def setup(self, stage: str) -> None:
+        hp = self.hparams
         if stage == "predict":
-            self.splits["predict"] = self._checked(self._predict_items(), "audio files", need_text=False)
+            if "predict" not in self.splits:
+                self.splits["predict"] = self._checked(self._predict_items(), "audio files", predicting=True)
             return
+        if stage == "test" and hp.test_fraction == 0:
+            raise DataError("data.test_fraction is 0, so there is no test split: set it to e.g. 0.1 to test")
         if self.splits.get("train") is not None:
             return
-        hp = self.hparams
         path = existing_path(hp.path, "data.path", SAMPLE_HINT)
+        fmt = detect_format(path, hp.format)
+        if path.is_dir() != (fmt == "librispeech"):
+            raise DataError(f"data.path {str(path)!r}: format {fmt} needs a {'folder' if path.is_dir() else 'file'}")
         bad = SkipLog(hp.on_bad_input, "utterances")
-        items = READERS[detect_format(path, hp.format)](path, bad)
+        items = READERS[fmt](path, bad)
+        if not items and not bad.reasons:
+            raise DataError(f"{path} has no utterances")
+        self.skipped += bad.reasons
         bad.report(len(items) + len(bad.reasons))
         for item in items:
             item.text = normalize_text(item.text)
         if self.spec is None:
             vocab = (BLANK, *sorted({c for item in items for c in item.text}))
             self.spec = SpeechSpec(vocab, dict(self.features.settings))
-        items = self._checked(items, "utterances", need_text=True)
-        parts = split_by_group([i.speaker for i in items], self._fractions(), hp.seed)
-        for name, indices in zip(("train", "val", "test"), parts, strict=True):
-            self.splits[name] = [items[i] for i in indices]
-        if not self.splits["train"]:
-            raise DataError(f"{path}: no training utterances left after the split; add data or lower the fractions")
+        unknown = sorted({c for item in items for c in item.text} - set(self.spec.vocab))
+        if unknown:  # a trained model's alphabet: it cannot write these, so they count as errors
+            log.warning("%s: characters the model never saw in training: %s", path, " ".join(map(repr, unknown[:20])))
+        items = self._checked(items, "utterances", predicting=False)
+        groups = [i.speaker if hp.split_by == "speaker" else str(i.file) for i in items]
+        parts = split_by_group(groups, self._fractions(), hp.seed)
+        splits = {name: [items[i] for i in part] for name, part in zip(("train", "val", "test"), parts, strict=True)}
+        empty = [name for name, part in splits.items() if not part and (name != "test" or hp.test_fraction > 0)]
+        if empty:
+            speakers = len(set(groups))
+            fix = (
+                f"{speakers} speaker(s) cannot fill train, val and test splits by speaker: add recordings of more "
+                "speakers, or set data.split_by: utterance (validation then hears voices it was trained on)"
+                if hp.split_by == "speaker"
+                else f"{len(items)} utterance(s) are too few: add recordings or change the fractions"
+            )
+            raise DataError(f"{path}: the {'/'.join(empty)} split would be empty; {fix}")
+        self.splits.update(splits)
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         log.info("%s: %s utterances from %d speakers", path, sizes, len({i.speaker for i in items}))
 
@@ -120,66 +160,90 @@ class SpeechDataModule(LightningDataModule):
         if not self.hparams.predict_path:
             raise DataError("set data.predict_path (make predict INPUT=...) to an audio file or a folder of them")
         path = existing_path(self.hparams.predict_path, "data.predict_path")
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        files = [path]
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file())
+            files = [p for p in found if p.suffix.lower() in AUDIO_SUFFIXES | UNDECODABLE_SUFFIXES]
+            if len(found) > len(files):
+                others = sorted({p.suffix or p.name for p in found} - {p.suffix for p in files})
+                log.warning("%s: %d file(s) that are not audio are left out (%s)", path, len(found) - len(files),
+                            ", ".join(others[:8]))  # fmt: skip
         if not files:
             raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {path}")
         return [Utterance(f, "", f.stem, str(f)) for f in files]
 
-    def _checked(self, items: list[Utterance], what: str, need_text: bool) -> list[Utterance]:
-        """Drop or reject bad items here, in the main process, so workers never meet them."""
-        bad = SkipLog(self.hparams.on_bad_input, what)
+    def _checked(self, items: list[Utterance], what: str, predicting: bool) -> list[Utterance]:
+        """Drop or reject bad items here, in the main process, so workers never meet them.
+
+        The duration comes from the file header before anything is decoded, so hour-long recordings are found
+        without filling memory. Training utterances longer than ``max_duration`` are dropped and listed; files
+        to transcribe are never dropped silently: they follow ``on_bad_input``.
+        """
+        hp = self.hparams
+        bad = SkipLog(hp.on_bad_input, what)
         index = {c: i for i, c in enumerate(self.spec.vocab if self.spec else ())}
         kept, too_long = [], []
         for item in items:
-            where = f"{item.source}: {item.file}"
+            where = item.source if item.source == str(item.file) else f"{item.source}: {item.file}"
             if not item.file.is_file():
                 bad.bad(f"{where}: audio file does not exist")
                 continue
-            if need_text and not item.text:
+            if not predicting and not item.text:
                 bad.bad(f"{item.source}: zero-length transcript for {item.file}")
                 continue
             try:
                 info = sf.info(str(item.file))
-                frames = info.frames
-                if self.hparams.check_audio and frames > 0:
-                    if wav_truncated(item.file):
-                        raise ValueError("the file is shorter than its header says (truncated)")
-                    frames = len(sf.read(str(item.file), dtype="float32", always_2d=True)[0])
             except (RuntimeError, ValueError, OSError) as error:
-                bad.bad(f"{where}: unreadable or truncated audio ({str(error).strip()})")
+                fix = ""
+                if item.file.suffix.lower() in UNDECODABLE_SUFFIXES:
+                    fix = f"; convert it to WAV or FLAC (ffmpeg -i in{item.file.suffix} out.wav)"
+                bad.bad(f"{where}: unreadable or truncated audio ({str(error).strip()}){fix}")
                 continue
-            if frames == 0:
+            if info.frames <= 0:
                 bad.bad(f"{where}: empty audio (0 samples)")
                 continue
-            seconds = frames / info.samplerate
-            if seconds > self.hparams.max_duration:
-                too_long.append(item)
+            problem = rate_problem(info.samplerate, self.sample_rate)
+            if problem:
+                bad.bad(f"{where}: {problem}")
+                continue
+            seconds = info.frames / info.samplerate
+            if seconds > hp.max_duration:
+                reason = f"{where}: {seconds:.1f} s is longer than data.max_duration = {hp.max_duration} s"
+                if predicting:
+                    bad.bad(f"{reason}; raise data.max_duration to transcribe it whole, or split the recording")
+                else:
+                    too_long.append(reason)
+                continue
+            problem = audio_problem(item.file) if hp.check_audio else None
+            if problem:
+                bad.bad(f"{where}: {problem}")
                 continue
             samples = math.ceil(seconds * self.sample_rate)
-            available = math.ceil(self.features.frames(samples) / self.hparams.time_reduction)
-            needed = ctc_frames_needed([index.get(c, -1) for c in item.text]) if need_text else 0
+            available = math.ceil(self.features.frames(samples) / hp.time_reduction)
+            needed = ctc_frames_needed([index.get(c, -1) for c in item.text]) if not predicting else 0
             if needed > available:
                 bad.bad(
                     f"{where}: transcript of {len(item.text)} characters is too long for {seconds:.2f} s of audio "
-                    f"({available} frames after {self.hparams.time_reduction}x subsampling, CTC needs {needed})"
+                    f"({available} frames after {hp.time_reduction}x subsampling, CTC needs {needed})"
                 )
                 continue
             item.duration = seconds
             kept.append(item)
         if too_long:
-            log.warning(
-                "dropped %d of %d %s longer than max_duration=%ss (first: %s)",
-                len(too_long), len(items), what, self.hparams.max_duration, too_long[0].file,
-            )  # fmt: skip
+            log.warning("dropped %d of %d %s longer than data.max_duration:\n  %s", len(too_long), len(items), what,
+                        "\n  ".join(too_long))  # fmt: skip
+        self.skipped += bad.reasons + too_long
         bad.report(len(items))
         if not kept:
-            raise DataError(f"no usable {what} left (all were too long for max_duration or bad)")
+            raise DataError(f"no usable {what} left (all were too long for data.max_duration or bad)")
         return kept
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         items = self.splits.get(split)
         if items is None:
             raise DataError(f"setup() has not prepared the {split} split")
+        if not items:
+            raise DataError(f"{self.hparams.path}: the {split} split is empty; set data.{split}_fraction > 0")
         hp = self.hparams
         features = self.features if hp.features_on == "datamodule" else None
         gigabytes = sum(i.duration for i in items) * self.sample_rate * 4 / 1e9

@@ -1,17 +1,29 @@
-"""Decoding audio files with soundfile: mono, resampled, and a check for truncated WAVs libsndfile hides."""
+"""Decoding audio files with soundfile: mono, resampled, and the checks that find bad audio before training does.
+
+libsndfile silently shortens a truncated WAV and happily returns NaN or infinite samples from a float WAV; both
+are looked for here, so that they are named in ``setup`` instead of turning a loss into NaN.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".caf", ".w64", ".rf64"}
+# Audio that phones and players save and soundfile cannot decode: taken into a folder to transcribe so that each
+# file is refused by name with the fix, rather than left out without a word.
+UNDECODABLE_SUFFIXES = {".m4a", ".aac", ".wma", ".amr", ".3gp", ".webm", ".mp4", ".mka"}
+LOWEST_RATE = 1000  # Hz; lower rates are damaged headers, not speech
+RESAMPLE_LIMIT = 20_000_000  # entries of torchaudio's resampling kernel (80 MB): rates like 44101 Hz need billions
+LOUDEST = 1000.0  # full scale is 1; float WAVs far beyond it are damaged, and their spectra overflow float32
 
 
 def wav_truncated(path: Path) -> bool:
@@ -37,6 +49,45 @@ def _remaining(f: Any) -> int:
     return end - here
 
 
+def rate_problem(rate: int, target: int) -> str | None:
+    """Why audio at ``rate`` Hz cannot be resampled to ``target`` Hz, or None."""
+    if rate < LOWEST_RATE:
+        return f"has a sample rate of {rate} Hz, too low for speech (a damaged header?)"
+    g = math.gcd(rate, target)
+    if (rate // g) * (target // g) > RESAMPLE_LIMIT:
+        return (
+            f"has an unusual sample rate ({rate} Hz) that cannot be resampled to {target} Hz in reasonable memory; "
+            "convert it to a standard rate such as 16000 or 48000 Hz"
+        )
+    return None
+
+
+def audio_problem(path: Path) -> str | None:
+    """Why the audio of ``path`` cannot be used (truncated, undecodable, empty, NaN or infinite samples), or None.
+
+    Decodes the whole file: call it after the duration has been checked from the header.
+    """
+    try:
+        if wav_truncated(path):
+            return "unreadable or truncated audio (the file is shorter than its header says)"
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError, OSError, EOFError, struct.error) as error:
+        return f"unreadable or truncated audio ({str(error).strip()})"
+    if data.size == 0:
+        return "empty audio (0 samples)"
+    return samples_problem(data)
+
+
+def samples_problem(data: np.ndarray) -> str | None:
+    """Why decoded samples cannot become features (NaN, infinite or absurdly loud), or None."""
+    if not np.isfinite(data).all():
+        return "has NaN or infinite samples (a damaged float WAV?)"
+    loudest = float(np.abs(data).max(initial=0.0))
+    if loudest > LOUDEST:
+        return f"has samples far outside [-1, 1] (up to {loudest:.3g}; a damaged float WAV?)"
+    return None
+
+
 @functools.lru_cache(maxsize=16)
 def resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
     """torchaudio's resample with its sinc kernel computed once per rate pair (computing it costs ~5x the filtering)."""
@@ -44,7 +95,10 @@ def resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
 
 
 def load_audio(path: Path, sample_rate: int) -> torch.Tensor:
-    """Decode with soundfile, mix to mono, resample: a float32 tensor (S,)."""
+    """Decode with soundfile, mix to mono, resample: a float32 tensor (S,); bad audio raises ValueError."""
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    problem = samples_problem(data) or rate_problem(rate, sample_rate)
+    if problem:
+        raise ValueError(problem)
     audio = torch.from_numpy(data).mean(dim=1)
     return resampler(rate, sample_rate)(audio) if rate != sample_rate else audio

@@ -1,13 +1,18 @@
-"""Reading speech data sets: LibriSpeech folders, NeMo JSONL manifests, CSV/TSV (Common Voice) files."""
+"""Reading speech data sets: LibriSpeech folders, NeMo JSONL manifests, CSV/TSV (Common Voice) files.
+
+Text files are read as users save them (UTF-8 with or without a byte-order mark, or UTF-16); every entry that
+cannot be used is named by file and line.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import DataError, SkipLog
+from ..common import DataError, SkipLog, read_text, sniff_separator
 
 SAMPLE_HINT = "Generate the sample with `make sample-data TASK=transcription`, or set data.path to your data."
 
@@ -27,7 +32,7 @@ def read_librispeech(root: Path, bad: SkipLog) -> list[Utterance]:
         raise DataError(f"no *.trans.txt files under {root}: not a LibriSpeech-style folder. {SAMPLE_HINT}")
     items = []
     for trans in transcripts:
-        for number, line in enumerate(trans.read_text().splitlines(), 1):
+        for number, line in enumerate(read_text(trans).splitlines(), 1):
             if not line.strip():
                 continue
             utt_id, _, text = line.strip().partition(" ")
@@ -40,7 +45,7 @@ def read_librispeech(root: Path, bad: SkipLog) -> list[Utterance]:
 
 def read_jsonl(path: Path, bad: SkipLog) -> list[Utterance]:
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path} line {number}"
@@ -53,29 +58,45 @@ def read_jsonl(path: Path, bad: SkipLog) -> list[Utterance]:
         if missing:
             bad.bad(f"{where}: no field {missing[0]!r} (a manifest line needs 'audio_filepath' and 'text')")
             continue
-        audio = path.parent / str(entry["audio_filepath"])
-        speaker = entry.get("speaker", entry.get("speaker_id", audio.stem))
-        items.append(Utterance(audio, str(entry["text"]), str(speaker), where))
+        audio, text = entry["audio_filepath"], entry["text"]
+        if not isinstance(audio, str) or not audio.strip():
+            bad.bad(f"{where}: audio_filepath {audio!r} is not a file name")
+            continue
+        if not isinstance(text, str):
+            bad.bad(f"{where}: text {text!r} is not text")
+            continue
+        file = path.parent / audio
+        speaker = entry.get("speaker", entry.get("speaker_id"))
+        items.append(Utterance(file, text, file.stem if speaker is None else str(speaker), where))
     return items
 
 
 def read_csv(path: Path, bad: SkipLog) -> list[Utterance]:
-    with open(path, newline="") as f:
-        sample = f.read(4096)
-        f.seek(0)
-        delimiter = "\t" if path.suffix == ".tsv" or "\t" in sample.splitlines()[0] else ","
-        reader = csv.DictReader(f, delimiter=delimiter)
-        columns = reader.fieldnames or []
+    text = read_text(path)
+    if not text.strip():
+        raise DataError(f"{path} is empty; it needs a header with 'path' and 'transcript' and a row per utterance")
+    separator = "\t" if path.suffix.lower() == ".tsv" else sniff_separator(text.partition("\n")[0])
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=separator)
+    try:
+        columns = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = columns
         text_col = next((c for c in ("transcript", "sentence", "text") if c in columns), None)
         if "path" not in columns or text_col is None:
             raise DataError(f"{path}: columns {columns} need 'path' and 'transcript' (or Common Voice's 'sentence')")
         items = []
-        for number, row in enumerate(reader, 2):
-            audio = path.parent / row["path"]
-            if not audio.exists() and (path.parent / "clips" / row["path"]).exists():
-                audio = path.parent / "clips" / row["path"]  # Common Voice keeps clips/ next to the TSV
+        for row in reader:
+            where = f"{path} row {reader.line_num}"
+            name = (row.get("path") or "").strip()
+            if not name:
+                bad.bad(f"{where}: no audio path")
+                continue
+            audio = path.parent / name
+            if not audio.exists() and (path.parent / "clips" / name).exists():
+                audio = path.parent / "clips" / name  # Common Voice keeps clips/ next to the TSV
             speaker = row.get("client_id") or row.get("speaker") or audio.stem
-            items.append(Utterance(audio, row[text_col] or "", speaker, f"{path} row {number}"))
+            items.append(Utterance(audio, row.get(text_col) or "", speaker, where))
+    except csv.Error as error:
+        raise DataError(f"{path} row {reader.line_num}: {error}") from None
     return items
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import re
-import unicodedata
+
+from ..common import word_characters
 
 BLANK = "<blank>"
 
 
 def normalize_text(text: str) -> str:
-    """Lower-case, letters/digits/apostrophes only, single spaces: what the character vocabulary is built on."""
-    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
-    return " ".join(re.sub(r"[^\w']|_", " ", text).split())
+    """Lower case, letters/marks/digits of any script and apostrophes, single spaces: what the character vocabulary
+    is built on. Combining marks are kept: without them Hindi, Thai or Vietnamese words change."""
+    return " ".join(word_characters(text).split())
 
 
 def ctc_frames_needed(ids: list[int]) -> int:

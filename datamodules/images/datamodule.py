@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -11,11 +14,21 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from ..common import BadInputPolicy, DataError, SkipLog, existing_path, split_by_group
+from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
 from .dataset import CaptionDataset, collate
-from .files import IMAGE_SUFFIXES, READERS, check_image, detect_format, image_root
+from .files import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    OTHER_IMAGE_SUFFIXES,
+    READERS,
+    check_image,
+    detect_format,
+    image_root,
+    inside,
+)
 from .text import build_vocab, words
 
+log = logging.getLogger(__name__)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -50,8 +63,13 @@ class ImageCaptionDataModule(LightningDataModule):
             captions mention left and right, sizes and colours.
         cache_images: keep decoded, resized images in memory (each loader worker keeps its own copy) instead
             of decoding them every epoch; ``None`` caches when all of them fit in 1 GB.
+        max_image_pixels: larger images (width x height) are refused before they are decoded.
+        check_images: decode every image in ``setup`` (in threads) so a damaged one is found there, not in a
+            loader worker; ``false`` for very large sets, where a damaged image then stops training by name.
+        allow_outside_root: follow image names that leave ``image_root`` (``../x.png``, absolute paths).
         predict_path: an image file or a folder of images to caption.
-        on_bad_input: ``error`` stops at the first bad entry; ``skip`` drops it and logs how many were dropped.
+        on_bad_input: ``error`` stops at the first bad entry; ``skip`` drops it, and the log and the run's
+            ``skipped_inputs.txt`` list every one.
     """
 
     def __init__(
@@ -69,18 +87,34 @@ class ImageCaptionDataModule(LightningDataModule):
         augment: bool = True,
         cache_images: bool | None = None,
         predict_path: str | None = None,
+        max_image_pixels: int = MAX_PIXELS,
+        check_images: bool = True,
+        allow_outside_root: bool = False,
         on_bad_input: BadInputPolicy = "error",
         seed: int = 0,
     ) -> None:
         super().__init__()
+        check_positive(
+            image_size=image_size, batch_size=batch_size, min_freq=min_freq, max_image_pixels=max_image_pixels
+        )
+        if max_caption_length < 1 or num_workers < 0:
+            raise DataError("data.max_caption_length must be 1 or more and data.num_workers 0 or more")
+        check_fractions(val_fraction, test_fraction)
+        SkipLog(on_bad_input, "captions")  # refuses an unknown policy now, not after reading
         self.save_hyperparameters()
         self.spec: CaptionSpec | None = None
         self.splits: dict[str, list[tuple[Path, list[str]]]] = {}
-        self.predict_files: list[Path] = []
+        self.predict_files: list[Path] | None = None
+        self.skipped: list[str] = []  # every entry dropped under on_bad_input: skip, with why
         self._cache: dict[Path, torch.Tensor] | None = None
 
     def use_spec(self, spec: CaptionSpec) -> None:
         """Follow a trained model (test, predict): encode captions with its words, resize images as it saw them."""
+        if self.hparams.image_size != spec.image_size:
+            log.warning(
+                "data.image_size %d -> %d: the data follows the trained model (its checkpoint)",
+                self.hparams.image_size, spec.image_size,
+            )  # fmt: skip
         self.spec = spec
 
     @property
@@ -98,45 +132,68 @@ class ImageCaptionDataModule(LightningDataModule):
         """Every captioned image, checked: (image file, its captions), sorted by file name."""
         path = existing_path(self.hparams.path, "caption data", "Run `make sample-data` or set data.path.")
         fmt = detect_format(path, self.hparams.format)
+        if path.is_dir() and fmt != "jsonl":
+            raise DataError(f"data.path {str(path)!r} is a folder; format {fmt} needs the captions file")
         root = image_root(path, fmt, self.hparams.image_root)
         skips = SkipLog(self.hparams.on_bad_input, "captions")
         entries = READERS[fmt](path, skips)
+        total = len(entries) + len(skips.reasons)
+        problems = self._check_images(root, {name for name, _, _ in entries})
         by_image: dict[str, list[str]] = {}
-        checked: dict[str, str | None] = {}
         for name, caption, where in entries:
-            if not words(caption):
+            if not name.strip():
+                skips.bad(f"{where}: the image name is empty")
+            elif not words(caption):
                 skips.bad(f"{where}: caption for {name!r} is empty")
-                continue
-            if name not in checked:
-                checked[name] = check_image(root / name)
-            if checked[name]:
-                skips.bad(f"{where}: image {str(root / name)!r} {checked[name]}")
-                continue
-            by_image.setdefault(name, []).append(caption)
-        skips.report(len(entries))
+            elif problems[name]:
+                skips.bad(f"{where}: image {str(root / name)!r} {problems[name]}")
+            else:
+                by_image.setdefault(name, []).append(caption)
+        self.skipped += skips.reasons
+        skips.report(total)
         if not by_image:
             raise DataError(f"{path} has no captioned images")
         return [(root / name, captions) for name, captions in sorted(by_image.items())]
+
+    def _check_images(self, root: Path, names: set[str]) -> dict[str, str | None]:
+        """Why each named image cannot be used (or None), decoding them in threads (PIL decodes without the GIL)."""
+        hp = self.hparams
+        outside = {n for n in names if not hp.allow_outside_root and not inside(root, n)}
+        problems: dict[str, str | None] = {
+            n: f"leaves the image folder {str(root)!r}; set data.allow_outside_root: true to allow it" for n in outside
+        }
+        rest = sorted(names - outside)
+        if hp.check_images:
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+                found = pool.map(lambda n: check_image(root / n, hp.max_image_pixels), rest)
+                problems.update(zip(rest, found, strict=True))
+        else:  # a file that is missing costs nothing to find; damaged ones are named when a loader meets them
+            problems.update({n: None if (root / n).is_file() else "does not exist" for n in rest})
+        return problems
 
     def setup(self, stage: str) -> None:
         """Parse and validate the data (or the images to caption), split by image, build the vocabulary."""
         if stage == "predict":
             self._setup_predict()
             return
+        hp = self.hparams
+        if stage == "test" and hp.test_fraction == 0:
+            raise DataError("data.test_fraction is 0, so there are no test images: set it to e.g. 0.1 to test")
         if self.splits:
             return
         items = self._read()
-        hp = self.hparams
         fractions = [1 - hp.val_fraction - hp.test_fraction, hp.val_fraction, hp.test_fraction]
         parts = split_by_group([str(p) for p, _ in items], fractions, seed=hp.seed)
         named = zip(("train", "val", "test"), parts, strict=True)
-        self.splits = {name: [items[i] for i in part] for name, part in named}
-        for name in ("train", "val"):
-            if not self.splits[name]:
+        splits = {name: [items[i] for i in part] for name, part in named}
+        for name in ("train", "val", "test"):
+            if not splits[name] and (name != "test" or hp.test_fraction > 0):
                 raise DataError(
-                    f"{hp.path}: the {name} split is empty ({len(items)} images); "
-                    "add images or change val_fraction/test_fraction"
+                    f"{hp.path}: the {name} split is empty ({len(items)} usable images"
+                    + (f", {len(self.skipped)} entries skipped" if self.skipped else "")
+                    + "); add images or change data.val_fraction / data.test_fraction"
                 )
+        self.splits = splits
         cache = hp.cache_images
         if cache is None:
             cache = len(items) * 3 * self.image_size**2 <= 2**30
@@ -146,21 +203,36 @@ class ImageCaptionDataModule(LightningDataModule):
             self.spec = CaptionSpec(tuple(vocab), hp.image_size)
 
     def _setup_predict(self) -> None:
-        if not self.hparams.predict_path:
+        if self.predict_files is not None:
+            return
+        hp = self.hparams
+        if not hp.predict_path:
             raise DataError("nothing to predict: set data.predict_path (make predict INPUT=<image file or folder>)")
-        path = existing_path(self.hparams.predict_path, "predict input")
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-        skips = SkipLog(self.hparams.on_bad_input, "images")
-        self.predict_files = []
-        for file in files:
-            problem = check_image(file)
+        path = existing_path(hp.predict_path, "predict input")
+        files = [path]
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file())
+            files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | OTHER_IMAGE_SUFFIXES]
+            if len(found) > len(files):
+                others = sorted({p.suffix or p.name for p in found} - {p.suffix for p in files})
+                log.warning(
+                    "%s: %d file(s) that are not images are left out (%s)",
+                    path, len(found) - len(files), ", ".join(others[:8]),
+                )  # fmt: skip
+        if not files:
+            raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(path)!r}")
+        skips = SkipLog(hp.on_bad_input, "images")
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            problems = list(pool.map(lambda f: check_image(f, hp.max_image_pixels), files))
+        kept = []
+        for file, problem in zip(files, problems, strict=True):
             if problem:
                 skips.bad(f"image {str(file)!r} {problem}")
             else:
-                self.predict_files.append(file)
-        if not files:
-            raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(path)!r}")
+                kept.append(file)
+        self.skipped += skips.reasons
         skips.report(len(files))
+        self.predict_files = kept
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self.splits[split]:
@@ -173,6 +245,7 @@ class ImageCaptionDataModule(LightningDataModule):
             self.hparams.max_caption_length,
             random_caption=train,
             cache=self._cache,
+            max_pixels=self.hparams.max_image_pixels,
         )
         return self._wrap(dataset, shuffle=train)
 
@@ -197,6 +270,8 @@ class ImageCaptionDataModule(LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        items = [(file, []) for file in self.predict_files]
-        dataset = CaptionDataset(items, [], self.image_size, self._transform(False), 0, random_caption=False)
+        items = [(file, []) for file in self.predict_files or []]
+        dataset = CaptionDataset(
+            items, [], self.image_size, self._transform(False), 0, False, max_pixels=self.hparams.max_image_pixels
+        )
         return self._wrap(dataset, shuffle=False)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .files import read_image
+from .files import MAX_PIXELS, read_image
 from .text import BOS, EOS, PAD, UNK, words
 
 
@@ -27,8 +27,10 @@ class CaptionDataset(Dataset):
         max_tokens: int,
         random_caption: bool,
         cache: dict[Path, torch.Tensor] | None = None,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.items, self.size, self.transform, self.cache = items, size, transform, cache
+        self.max_pixels = max_pixels
         self.index = {w: i for i, w in enumerate(vocab)}
         self.max_tokens, self.random_caption = max_tokens, random_caption
 
@@ -37,9 +39,9 @@ class CaptionDataset(Dataset):
 
     def _image(self, path: Path) -> torch.Tensor:
         if self.cache is None:
-            return read_image(path, self.size)
+            return read_image(path, self.size, self.max_pixels)
         if path not in self.cache:
-            self.cache[path] = read_image(path, self.size)
+            self.cache[path] = read_image(path, self.size, self.max_pixels)
         return self.cache[path]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from ..common import word_characters
+
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(4)
+# Scripts written without spaces between words (Chinese, Japanese kana): each character is a word, as BLEU for
+# them is usually counted, rather than a whole sentence becoming one word seen once.
+UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+WORD = re.compile(rf"[{UNSPACED}]|[^\s'{UNSPACED}]+(?:'[^\s'{UNSPACED}]+)*")
 
 
 def words(caption: str) -> list[str]:
-    """Lower-cased words without punctuation, so 'A dog.' and 'a dog' are the same caption."""
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", caption.lower())
+    """Lower-cased words of any script without punctuation, so 'A dog.' and 'a dog' are the same caption and
+    'café', 'कुत्ता' or '狗' stay words."""
+    return WORD.findall(word_characters(caption))
 
 
 def build_vocab(captions: list[str], min_freq: int = 1) -> list[str]:

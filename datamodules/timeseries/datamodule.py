@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from ..common import DataError, existing_path
+from ..common import DataError, check_fractions, check_positive, existing_path
+from .calendar import future_stamps, labels
 from .files import Series, parse_series, read_table
 from .windows import WindowDataset, _batched
 
@@ -56,7 +56,8 @@ class PriceDataModule(LightningDataModule):
         lookback, horizon: days the model sees and days it forecasts.
         val_fraction, test_fraction: the last parts of the time axis, common to all series (no look-ahead).
         missing: ``error`` on an empty value, or ``ffill`` to carry the previous value forward (counted in the log).
-        predict_path: a file in the same format; the forecast starts after its last date, per series.
+        predict_path: a file in the same format; the forecast starts after its last date, per series, and
+            follows the series' calendar (its weekdays, session hours or month ends).
     """
 
     def __init__(
@@ -76,17 +77,25 @@ class PriceDataModule(LightningDataModule):
         predict_path: str | None = None,
     ) -> None:
         super().__init__()
+        check_positive(lookback=lookback, horizon=horizon, batch_size=batch_size)
+        if num_workers < 0:
+            raise DataError(f"data.num_workers must be 0 or more, not {num_workers}")
+        check_fractions(val_fraction, test_fraction)
         self.save_hyperparameters()
         self.spec: PriceSpec | None = None
         self.datasets: dict[str, WindowDataset] = {}
 
     def use_spec(self, spec: PriceSpec) -> None:
-        """Cut windows as a trained model expects them (test, predict): its lookback, horizon and inputs."""
+        """Cut windows as a trained model expects them (test, predict): its lookback, horizon and inputs.
+
+        A model takes windows of the size it was trained on, so settings that differ from it are replaced, and
+        the log says which.
+        """
         hp = self.hparams
         ours = {"lookback": hp.lookback, "horizon": hp.horizon, "covariates": tuple(hp.covariates or ())}
         differ = [f"{k} {v!r} -> {getattr(spec, k)!r}" for k, v in ours.items() if v != getattr(spec, k)]
         if differ:
-            log.info("data follows the trained model: %s", ", ".join(differ))
+            log.warning("data.%s: the data follows the trained model (its checkpoint)", ", data.".join(differ))
         self.spec = spec
 
     @property
@@ -106,7 +115,9 @@ class PriceDataModule(LightningDataModule):
         if stage == "predict":
             self._setup_predict()
             return
-        if self.datasets:
+        if stage == "test" and self.hparams.test_fraction == 0:
+            raise DataError("data.test_fraction is 0, so there is no test period: set it to e.g. 0.15 to test")
+        if "fit" in self.datasets:
             return
         hp = self.hparams
         lookback, horizon, covariates = self._window
@@ -119,19 +130,20 @@ class PriceDataModule(LightningDataModule):
                 "lower data.lookback / data.horizon or drop those series."
             )
         all_dates = np.sort(np.concatenate([s.dates.values for s in series]))
-        val_start = all_dates[int(len(all_dates) * (1 - hp.val_fraction - hp.test_fraction))]
-        test_start = all_dates[int(len(all_dates) * (1 - hp.test_fraction))]
+        n = len(all_dates)
+        val_start = all_dates[min(int(n * (1 - hp.val_fraction - hp.test_fraction)), n - 1)]
+        test_start = all_dates[min(int(n * (1 - hp.test_fraction)), n - 1)] if hp.test_fraction > 0 else None
         parts: dict[str, list[tuple[int, int]]] = {"fit": [], "validate": [], "test": []}
         for i, s in enumerate(series):
             for end in range(lookback, len(s.prices) - horizon + 1):
                 first, last = s.dates.values[end], s.dates.values[end + horizon - 1]
                 if last < val_start:
                     parts["fit"].append((i, end))
-                elif first >= val_start and last < test_start:
+                elif first >= val_start and (test_start is None or last < test_start):
                     parts["validate"].append((i, end))
-                elif first >= test_start:
+                elif test_start is not None and first >= test_start:
                     parts["test"].append((i, end))  # windows straddling a boundary are dropped: no leakage
-        empty = [name for name, windows in parts.items() if not windows]
+        empty = [name for name, windows in parts.items() if not windows and (name != "test" or test_start)]
         if empty:
             raise DataError(
                 f"{Path(hp.path).name}: no complete {'/'.join(empty)} windows; the series are too short for "
@@ -145,6 +157,8 @@ class PriceDataModule(LightningDataModule):
         log.info("windows: %s", {k: len(w) for k, w in parts.items()})
 
     def _setup_predict(self) -> None:
+        if "predict" in self.datasets:
+            return
         hp = self.hparams
         lookback, horizon, _ = self._window
         if not hp.predict_path:
@@ -158,11 +172,8 @@ class PriceDataModule(LightningDataModule):
             )
         dates = []
         for s in series:
-            freq = pd.infer_freq(s.dates[-min(len(s.dates), 30) :]) or pd.tseries.frequencies.to_offset(
-                s.dates.to_series().diff().median()
-            )
-            future = pd.date_range(s.dates[-1], periods=horizon + 1, freq=freq)[1:]
-            dates.append([d.strftime("%Y-%m-%d") for d in future])
+            future = future_stamps(s.dates, horizon)
+            dates.append(labels(future, like=s.dates[-lookback:]))
         windows = [(i, len(s.prices)) for i, s in enumerate(series)]
         self.datasets["predict"] = WindowDataset(series, windows, lookback, horizon, forecast_dates=dates)
 

@@ -1,8 +1,14 @@
-"""Reading price files (CSV or Parquet, wide or long) into validated series; every problem names file, row, column."""
+"""Reading price files (CSV or Parquet, wide or long) into validated series; every problem names file, row, column.
+
+CSV files are read as users save them: UTF-8 with or without a byte-order mark or UTF-16 (Excel), separated by
+commas, semicolons, tabs or bars (told by the header); ``values.py`` reads their dates and numbers.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,7 +16,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..common import DataError
+from ..common import DataError, read_text, sniff_separator
+from .values import LARGEST, parse_dates, parse_numbers
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +35,31 @@ class Series:
 def read_table(path: Path) -> pd.DataFrame:
     """The file as strings (CSV) or typed columns (Parquet); parsing and checks follow in ``parse_series``."""
     if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        try:
+            return pd.read_parquet(path)
+        except Exception as error:  # pyarrow raises its own types for each way a file can be damaged
+            raise DataError(f"{path.name} is not a readable Parquet file ({type(error).__name__}: {error})") from None
+    text = read_text(path)
+    if not text.strip():
+        raise DataError(f"{path.name} is empty; it needs a header row and one row per date")
+    separator = sniff_separator(text.splitlines()[0])
+    if separator != ",":
+        log.info("%s: read as a %r-separated file", path.name, separator)
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), sep=separator, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True
+        )
+    except pd.errors.ParserError as error:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+        if found:
+            expected, line, saw = found.groups()
+            raise DataError(
+                f"{path.name} line {line}: {saw} fields where the header has {expected} ({separator!r}-separated); "
+                "quote values that contain the separator, or fix the row"
+            ) from None
+        raise DataError(f"{path.name} cannot be read as a {separator!r}-separated table: {error}".strip()) from None
+    frame.attrs["separator"] = separator  # a file not separated by commas may write decimal commas
+    return frame
 
 
 def parse_series(
@@ -43,6 +73,7 @@ def parse_series(
 ) -> list[Series]:
     """Validate ``frame`` and split it into series; every problem names the file, row and column."""
     where = path.name
+    frame = frame.rename(columns=lambda c: str(c).strip())
     needed = [date_column, target, *covariates] + ([series_column] if series_column else [])
     absent = [c for c in needed if c not in frame.columns]
     if absent:
@@ -50,55 +81,61 @@ def parse_series(
             f"{where}: column(s) {absent} not found; the file has {list(frame.columns)}. "
             "Set data.date_column / data.target / data.series_column / data.covariates to match."
         )
+    if frame.empty:
+        raise DataError(f"{where} has a header but no rows")
+    frame = frame.reset_index(drop=True)
     row = pd.Series(np.arange(len(frame)) + 2, index=frame.index)  # row number as a spreadsheet shows it
-    dates = pd.to_datetime(frame[date_column], errors="coerce")
-    bad = dates.isna()
-    if bad.any():  # the inferred format may not fit every row: parse row by row before blaming one
-        dates = pd.to_datetime(frame[date_column], errors="coerce", format="mixed")
-        bad = dates.isna()
-    if bad.any():
-        i = bad.idxmax()
-        raise DataError(f"{where} row {row[i]}: {date_column} {frame.at[i, date_column]!r} is not a date")
-    values = {}
-    for column in [target, *covariates]:
-        raw = frame[column]
-        numbers = pd.to_numeric(raw, errors="coerce")
-        not_number = numbers.isna() & raw.notna()
-        if not_number.any():
-            i = not_number.idxmax()
-            raise DataError(f"{where} row {row[i]}: {column} {raw[i]!r} is not a number")
-        values[column] = numbers.astype(float)
-    keys = frame[series_column].astype(str) if series_column else pd.Series(target, index=frame.index)
+    dates = parse_dates(where, frame[date_column], date_column, row)
+    comma = frame.attrs.get("separator", ",") != ","
+    values = {column: parse_numbers(where, frame[column], column, row, comma) for column in [target, *covariates]}
+    if series_column:
+        keys = frame[series_column].astype("string").str.strip()
+        empty = keys.isna() | (keys == "")
+        if empty.any():
+            raise DataError(
+                f"{where} row {row[empty.idxmax()]}: {series_column} is empty; name the series of every row"
+            )
+    else:
+        keys = pd.Series(target, index=frame.index)
     result = []
     for name, index in keys.groupby(keys, sort=True).groups.items():
         order = dates[index].sort_values(kind="stable").index
         duplicated = dates[order].duplicated(keep=False)
         if duplicated.any():
             rows = row[order][duplicated.to_numpy()].tolist()[:4]
+            stamp = dates[order][duplicated].iloc[0]
             raise DataError(
-                f"{where} rows {rows}: date {dates[order][duplicated].iloc[0].date()} appears more than once"
-                + (f" in series {name!r}" if series_column else "")
-                + "; keep one row per date."
+                f"{where} rows {rows}: date {stamp.date() if stamp == stamp.normalize() else stamp} appears more "
+                "than once" + (f" in series {name!r}" if series_column else "") + "; keep one row per date."
             )
         table = pd.DataFrame({c: values[c][order].to_numpy() for c in values}, index=row[order].to_numpy())
-        empty = table.isna()
-        if empty.any().any():
-            column = empty.any().idxmax()
-            first = empty[column].idxmax()
-            if missing == "error":
-                raise DataError(
-                    f"{where} row {first}: {column} is empty. Fill it in, or set data.missing: ffill to carry "
-                    "the previous value forward."
-                )
-            if empty.iloc[0].any():
-                raise DataError(f"{where} row {table.index[0]}: {column} is empty at the start of series {name!r}")
-            log.warning("%s: forward-filled %d empty value(s) in series %r", where, int(empty.sum().sum()), name)
-            table = table.ffill()
+        table = _fill(where, table, str(name), missing)
         prices = table[target].to_numpy()
-        if (prices <= 0).any():
-            i = int(np.argmax(prices <= 0))
-            raise DataError(f"{where} row {table.index[i]}: {target} {prices[i]} is not a positive price")
+        small = prices < 1 / LARGEST
+        if small.any():
+            i = int(np.argmax(small))
+            problem = "is not a positive price" if prices[i] <= 0 else f"is too small (under {1 / LARGEST:g})"
+            raise DataError(f"{where} row {table.index[i]}: {target} {prices[i]} {problem}")
         result.append(
             Series(str(name), pd.DatetimeIndex(dates[order]), prices, table[covariates].to_numpy(dtype=float))
         )
     return result
+
+
+def _fill(where: str, table: pd.DataFrame, name: str, missing: Literal["error", "ffill"]) -> pd.DataFrame:
+    """Empty values refused by row, or carried forward from the previous row (counted in the log)."""
+    empty = table.isna()
+    if not empty.any().any():
+        return table
+    column = empty.any().idxmax()
+    first = empty[column].idxmax()
+    if missing == "error":
+        raise DataError(
+            f"{where} row {first}: {column} is empty (or marked missing: null, NaN, N/A). Fill it in, or set "
+            "data.missing: ffill to carry the previous value forward."
+        )
+    if empty.iloc[0].any():
+        column = empty.iloc[0].idxmax()
+        raise DataError(f"{where} row {table.index[0]}: {column} is empty at the start of series {name!r}")
+    log.warning("%s: forward-filled %d empty value(s) in series %r", where, int(empty.sum().sum()), name)
+    return table.ffill()

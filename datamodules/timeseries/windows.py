@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from .calendar import labels
 from .files import Series
 
 
@@ -69,15 +69,9 @@ class WindowDataset(Dataset):
         if self.forecast_dates is not None:  # what predict_step needs to label its forecasts
             windows = [self.windows[i] for i in indices]
             batch["series"] = [self.series[s].name for s, _ in windows]
-            batch["past_dates"] = [_labels(self.series[s].dates[end - self.lookback : end]) for s, end in windows]
+            batch["past_dates"] = [labels(self.series[s].dates[end - self.lookback : end]) for s, end in windows]
             batch["dates"] = [self.forecast_dates[i] for i in indices]
         return batch
-
-
-def _labels(dates: pd.DatetimeIndex) -> list[str]:
-    """Dates as the user wrote them: the day alone, or with the time of day for intraday data."""
-    daily = (dates == dates.normalize()).all()
-    return [d.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M:%S") for d in dates]
 
 
 def _float(array: np.ndarray) -> torch.Tensor:

@@ -27,9 +27,9 @@ def test_sample_prices_make_leak_free_windows(sample_path) -> None:
 def test_a_bad_price_is_named_by_row(tmp_path: Path) -> None:
     path = tmp_path / "prices.csv"
     pd.DataFrame(
-        {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, "n/a", 2]}
+        {"symbol": ["A"] * 3, "date": ["2024-01-01", "2024-01-02", "2024-01-03"], "price": [1, "12 USD", 2]}
     ).to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"prices.csv row 3: price 'n/a' is not a number"):
+    with pytest.raises(DataError, match=r"prices.csv row 3: price '12 USD' is not a number"):
         PriceDataModule(path=str(path)).setup("fit")
 
 

@@ -40,14 +40,14 @@ def readable(path: str | Path) -> Path:
     """``path`` if it is a whole checkpoint of plain tensors and values (no code to unpickle), else a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; pass --ckpt_path best, last or a .ckpt file")
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # truncated, not a checkpoint, or pickled objects that would run code
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({reason[:200]}). It may be truncated (a training killed while "
-            "saving it) or not come from this project: pass another one, e.g. --ckpt_path last"
+            f"{str(path)!r} is not a readable checkpoint ({reason[:200]}). It may be truncated (a training killed "
+            "while saving it) or not come from this project: pass another one, e.g. --ckpt_path last"
         ) from None
     return path
 
@@ -62,12 +62,43 @@ def run_id(path: str | Path) -> str | None:
     return (entry(path, "mlflow") or {}).get("run_id")
 
 
+def same_task(path: Path, task: str) -> Path:
+    """``path`` if its model is ``task``'s: Lightning would otherwise load another task's model and hand it this
+    task's data, which fails deep inside."""
+    from .tasks import TASKS, task_of
+
+    hparams = entry(path, "hyper_parameters") or {}
+    saved = hparams.get("_class_path") if isinstance(hparams, dict) else None
+    if not isinstance(saved, str):
+        return path  # written by a plain Trainer: the config names the model, and its spec is checked when connected
+    found = next((t for t in TASKS.values() if saved.endswith(f".{t.model}")), None)
+    if found is None:
+        try:
+            module, _, name = saved.rpartition(".")
+            found = task_of(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError, LookupError, ValueError):
+            raise CheckpointError(
+                f"{str(path)!r} holds a {saved} model, which no task of this project has ({', '.join(TASKS)})"
+            ) from None
+    if found.name != task:
+        raise CheckpointError(
+            f"{str(path)!r} is a checkpoint of task {found.name!r} ({found.model.rpartition('.')[2]}), not of "
+            f"{task!r}: pass a {task} checkpoint, or use --config configs/{found.name}.yaml"
+        )
+    return path
+
+
 def resolve(value: str, task: str, runs_dir: str | Path = RUNS_DIR) -> Path:
     """The checkpoint file that ``value`` names, checked with ``readable``.
 
     ``best``/``last``: the newest such checkpoint of ``task``; a run id: that run's ``last.ckpt``; ``runs:/<run id>``
     or ``models:/<name>/<version or alias>``: the run's checkpoint artifact in the tracking store; else a file.
+    A checkpoint of another task is refused.
     """
+    return same_task(_resolve(value, task, runs_dir), task)
+
+
+def _resolve(value: str, task: str, runs_dir: str | Path) -> Path:
     runs = Path(runs_dir) / task
     if value in ("best", "last"):
         found = sorted(runs.glob(f"*/checkpoints/{value}.ckpt"), key=lambda p: p.stat().st_mtime)

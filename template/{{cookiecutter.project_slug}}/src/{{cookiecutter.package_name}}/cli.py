@@ -14,6 +14,7 @@ A command goes one way, each step handing its result to the next:
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgre
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from .checkpoints import (
     RUNS_DIR,
@@ -123,9 +124,10 @@ class TaskCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, LookupError) as error:  # a bad value in the config, not a bug to trace
-            if isinstance(error, DataError):
-                raise
-            raise ConfigError(str(error)) from None
+            cause = _first_cause(error)  # jsonargparse wraps what a class raised in a message of its own
+            if isinstance(cause, DataError):
+                raise cause from None
+            raise ConfigError(str(cause)) from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand]
@@ -162,7 +164,10 @@ class TaskCLI(LightningCLI):
                     "the model has not been trained: pass a checkpoint with --ckpt_path best|last|path/to/file.ckpt"
                 )
             data.setup("fit")
-            model.configure(data.spec)
+            try:
+                model.configure(data.spec)
+            except ValueError as error:  # a model setting that does not fit the data (season_length >= lookback)
+                raise ConfigError(str(error)) from None
         elif self.subcommand == "fit":  # resuming: the data must be what the checkpoint was trained on
             data.setup("fit")
             if data.spec != model.spec:
@@ -175,12 +180,33 @@ class TaskCLI(LightningCLI):
                 )
         else:
             data.use_spec(model.spec)
+            data.setup(self.subcommand)  # validate, test, predict: bad input is refused here, before a run or compute
 
     # 5. the run ----------------------------------------------------------------------------------------------------
     def _start_run(self, checkpoint: str | None = None) -> None:
         if self.run is not None and rank_zero_only.rank == 0:
             continued = run_id(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
             self.run.start(self.subcommand, continue_run=continued)  # resuming continues the same run
+        self._keep_skipped()
+
+    def _keep_skipped(self) -> None:
+        """The inputs the data dropped (``on_bad_input: skip``), as ``skipped_inputs.txt`` in the run, or without a
+        run next to the predictions (``predict``) or under ``runs/<task>/``."""
+        skipped = getattr(self.datamodule, "skipped", None)
+        if not skipped or rank_zero_only.rank != 0:
+            return
+        text = "".join(f"{reason}\n" for reason in skipped)
+        if self.run is not None and self.run.id is not None:
+            self.run.log_text(text, "skipped_inputs.txt")
+            where = f"skipped_inputs.txt of MLflow run {self.run.id}"
+        else:
+            writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
+            folder = writers[0].output_dir if self.subcommand == "predict" and writers else None
+            folder = folder or Path(self.trainer.default_root_dir) / task_of(type(self.model)).name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "skipped_inputs.txt").write_text(text)
+            where = str(folder / "skipped_inputs.txt")
+        rank_zero_warn(f"{len(skipped)} input(s) were skipped (on_bad_input: skip); the list is in {where}")
 
     def before_fit(self) -> None:
         checkpoint = self.config_init.fit.ckpt_path or own_hpc_checkpoint(self.trainer)
@@ -205,6 +231,9 @@ class TaskCLI(LightningCLI):
             return
         if data is None or type(data).test_dataloader is LightningDataModule.test_dataloader:
             return
+        if data.hparams.get("test_fraction") == 0:
+            rank_zero_info("data.test_fraction is 0: no test after training")
+            return
         best = trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
         trainer.test(self.model, datamodule=data, ckpt_path="best" if best else None)
 
@@ -215,11 +244,35 @@ def _copy(folder: Path, target: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _first_cause(error: BaseException) -> BaseException:
+    """The innermost ValueError or LookupError ``error`` was raised from: what the user's value set off."""
+    found, seen = error, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ValueError | LookupError):
+            found = error
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def _one_line(error: Exception) -> str:
+    """The message of ``error``; a DataLoader worker's error arrives wrapped in its traceback: keep its last line."""
+    message = str(error)
+    if "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.partition(f"{type(error).__name__}: ")[2] or last
+    return message
+
+
 def main(args: ArgsType = None) -> None:
+    package = logging.getLogger(__name__.rpartition(".")[0])  # what the data modules say: skipped entries, formats
+    if not package.handlers:
+        package.addHandler(logging.StreamHandler())
+        package.setLevel(logging.INFO)
     try:
         TaskCLI(args=args)
     except (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing) as error:  # not our bug
-        raise SystemExit(f"ERROR: {error}") from None
+        raise SystemExit(f"ERROR: {_one_line(error)}") from None
     except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
         print("Stopped by SIGTERM; `make resume` continues from last.ckpt.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
