@@ -237,7 +237,8 @@ class TrackedRun(Callback):
         path = getattr(self._checkpoints, "best_model_path", "") or getattr(self._checkpoints, "last_model_path", "")
         if self.settings.log_checkpoints and path and Path(path).exists():
             self.uploads.add(f"checkpoint {path}", lambda: self.client.log_artifact(self.id, path, "checkpoints"))
-            self.uploads.add("the best_checkpoint tag", lambda: self.client.set_tag(self.id, "best_checkpoint", path))
+            where = str(Path(path).resolve())
+            self.uploads.add("the best_checkpoint tag", lambda: self.client.set_tag(self.id, "best_checkpoint", where))
         if self._monitor is not None:
             self.uploads.add("system metrics", self._monitor.finish)
         unsent = self.sender.flush(max(0.0, deadline - time.monotonic()))
