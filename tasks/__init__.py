@@ -35,6 +35,13 @@ class Task:
         """The modules or packages of this package that hold the task's code (``datamodules.images``)."""
         return {".".join(path.split(".")[:2]) for path in (self.model, self.data, self.sample)}
 
+    def beats_baseline(self, metrics: dict[str, float]) -> bool | None:
+        """Whether a run's ``test/<metric>`` is better than its ``test/<baseline>``; None when either is missing."""
+        score, baseline = metrics.get(f"test/{self.metric}"), metrics.get(f"test/{self.baseline}")
+        if score is None or baseline is None:
+            return None
+        return score > baseline if self.better == "higher" else score < baseline
+
 
 TASKS: dict[str, Task] = {
     task.name: task
@@ -45,6 +52,7 @@ TASKS: dict[str, Task] = {
             data="datamodules.images.ImageCaptionDataModule",
             sample="datamodules.images.sample.write_sample",
             metric="bleu4",
+            baseline="common_bleu4",
             better="higher",
         ),
         Task(
@@ -61,6 +69,7 @@ TASKS: dict[str, Task] = {
             data="datamodules.audio.SpeechDataModule",
             sample="datamodules.audio.sample.write_sample",
             metric="wer",
+            baseline="common_wer",
         ),
     ]
 }
