@@ -30,6 +30,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from .checkpoints import RUNS_DIR, CheckpointKeeper, from_model_uri, newest, own_hpc_checkpoint, run_id
 from .datamodules.common import DataError
+from .describe import describe_run
 from .mlflow_logger import MLflowLogger
 from .predict import PredictionWriter
 from .run import LogConfig, RunSettings, TrackedRun
@@ -119,7 +120,7 @@ class TaskCLI(LightningCLI):
         callbacks = [*(trainer.callbacks or []), TrainLoss(), CheckpointKeeper()]
         loggers = trainer.logger
         if loggers is not False:
-            settings: RunSettings = config.tracking
+            settings = describe_run(config.tracking, task, self.model.hparams, trainer.max_epochs)  # name, description
             self.run = TrackedRun(settings, tracking_uri(), task.name, root)
             extra = [] if loggers in (None, True) else list(loggers) if isinstance(loggers, Iterable) else [loggers]
             loggers = [MLflowLogger(self.run, settings.flush_interval_s), *extra]
