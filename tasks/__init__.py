@@ -2,7 +2,8 @@
 
 `make train TASK=<name>` checks the name here, `make sample-data` finds the sample writer here, `make runs` shows
 each run's headline metric next to its baseline from here, and the CLI names a training's MLflow experiment,
-checkpoint folder and prediction file after the entry of its model. Paths are relative to this package.
+checkpoint folder and prediction file after the entry of its model, and its run after the hyper-parameters named
+here. Paths are relative to this package.
 
 Adding a task (CONTRIBUTING.md): its LightningModule in ``tasks/``, its DataModule and sample writer in
 ``datamodules/``, ``configs/<name>.yaml``, and one entry below. Nothing else needs editing.
@@ -30,10 +31,18 @@ class Task:
     metric: str  # the headline metric, logged as test/<metric>
     baseline: str | None = None  # what a trivial predictor scores on the same test data, logged as test/<baseline>
     better: Literal["lower", "higher"] = "lower"
+    name_params: tuple[str, ...] = ()  # the model's hyper-parameters a run is named after (``lstm hidden_size=64``)
 
     def modules(self) -> set[str]:
         """The modules or packages of this package that hold the task's code (``datamodules.images``)."""
         return {".".join(path.split(".")[:2]) for path in (self.model, self.data, self.sample)}
+
+    def beats_baseline(self, metrics: dict[str, float]) -> bool | None:
+        """Whether a run's ``test/<metric>`` is better than its ``test/<baseline>``; None when either is missing."""
+        score, baseline = metrics.get(f"test/{self.metric}"), metrics.get(f"test/{self.baseline}")
+        if score is None or baseline is None:
+            return None
+        return score > baseline if self.better == "higher" else score < baseline
 
 
 TASKS: dict[str, Task] = {
@@ -45,7 +54,9 @@ TASKS: dict[str, Task] = {
             data="datamodules.images.ImageCaptionDataModule",
             sample="datamodules.images.sample.write_sample",
             metric="bleu4",
+            baseline="common_bleu4",
             better="higher",
+            name_params=("encoder", "d_model", "num_layers"),
         ),
         Task(
             "forecasting",
@@ -54,6 +65,7 @@ TASKS: dict[str, Task] = {
             sample="datamodules.timeseries.sample.write_sample",
             metric="mase",
             baseline="naive_mase",
+            name_params=("backbone", "hidden_size", "loss"),
         ),
         Task(
             "transcription",
@@ -61,6 +73,8 @@ TASKS: dict[str, Task] = {
             data="datamodules.audio.SpeechDataModule",
             sample="datamodules.audio.sample.write_sample",
             metric="wer",
+            baseline="common_wer",
+            name_params=("encoder", "hidden_size", "num_layers"),
         ),
     ]
 }

@@ -88,7 +88,8 @@ class CaptionDecoder(nn.Module):
 
 
 class ImageCaptioner(LightningModule):
-    """Generates a caption for each image; trained with teacher forcing, scored with BLEU-1..4.
+    """Generates a caption for each image; trained with teacher forcing, scored with BLEU-1..4 next to the BLEU-4 of
+    always saying the most common training caption (``common_bleu4``).
 
     Args:
         encoder: ``small`` (fast from scratch) or any torchvision CNN name (``resnet18``, ``mobilenet_v3_small``).
@@ -97,8 +98,8 @@ class ImageCaptioner(LightningModule):
         beam_size: 1 decodes greedily; more keeps that many candidate captions.
         max_length: the longest caption generated, in words.
         num_samples: images whose captions are logged to MLflow each validation epoch.
-        spec: the data's ``CaptionSpec`` (vocabulary, image size) as a checkpoint keeps it; for a new training
-            the CLI passes the DataModule's to ``configure`` instead.
+        spec: the data's ``CaptionSpec`` (vocabulary, image size, common caption) as a checkpoint keeps it; for a
+            new training the CLI passes the DataModule's to ``configure`` instead.
     """
 
     def __init__(
@@ -132,6 +133,8 @@ class ImageCaptioner(LightningModule):
         self.rows, self.cols = nn.Embedding(64, d_model), nn.Embedding(64, d_model)
         bleu = MetricCollection({f"bleu{n}": BLEUScore(n_gram=n) for n in range(1, 5)})
         self.metrics = nn.ModuleDict({stage: bleu.clone(prefix=f"{stage}/") for stage in ("val", "test")})
+        # the same references scored against the most common training caption: what learning has to beat
+        self.baseline = nn.ModuleDict({stage: BLEUScore(n_gram=4) for stage in ("val", "test")})
         self.spec: CaptionSpec | None = None
         self.decoder: CaptionDecoder | None = None
         if spec is not None:
@@ -219,6 +222,9 @@ class ImageCaptioner(LightningModule):
         captions = self.generate(memory)
         self.metrics[stage].update(captions, batch["captions"])
         self.log_dict(self.metrics[stage], prog_bar=stage == "val", batch_size=size)
+        if self.spec.common_caption:
+            self.baseline[stage].update([self.spec.common_caption] * size, batch["captions"])
+            self.log(f"{stage}/common_bleu4", self.baseline[stage], batch_size=size)
         return loss, captions
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The MLflow UI as a user sees it: tests/ui/ui_check.py opens it in headless Chromium for a project with one finished
-forecasting run and finds the experiment, the run and its drawn `train/loss` chart; it saves a screenshot.
+forecasting run and finds the experiment, the run and its drawn `train/loss` chart, then the run's overview page with
+its description (the command that made it); it saves a screenshot of each.
 
 Needs Debian's chromium (CI installs it with tests/ui/install_chromium.sh); skipped without it.
 """
@@ -51,14 +52,17 @@ def ui_check(project: Path, screenshot: Path, *args: str) -> subprocess.Complete
 
 
 @pytest.mark.slow
-def test_ui_shows_the_experiment_the_run_and_its_loss_chart(trained_once, tmp_path):
-    screenshot = tmp_path / "mlflow-ui.png"
-    result = ui_check(trained_once, screenshot)
-    print(f"MLflow UI screenshot: {screenshot}")
+def test_ui_shows_the_experiment_the_run_its_loss_chart_and_description(trained_once, tmp_path):
+    screenshot, overview = tmp_path / "mlflow-ui.png", tmp_path / "overview.png"
+    result = ui_check(trained_once, screenshot, "--overview", str(overview), "--expect", "Headline metric")
+    print(f"MLflow UI screenshots: {screenshot}, {overview}")
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     run_name = mlflow_runs(trained_once, "forecasting")[0].info.run_name
+    assert run_name.startswith("forecasting lstm hidden_size=64")  # readable: the task and its hyper-parameters
     assert f"UI check passed: experiment 'forecasting', run '{run_name}'" in result.stdout
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+    assert "UI overview check passed: description and Headline metric" in result.stdout
+    for shot in (screenshot, overview):
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 
 @pytest.mark.slow

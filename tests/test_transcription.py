@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import assert_refused, mlflow_runs, run_cli, run_count, run_make
+from torchmetrics.functional.text import word_error_rate
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny ops on a busy 2-core box: one thread avoids spin-waiting
 
@@ -393,9 +395,18 @@ def test_training_is_tracked_in_mlflow(project, trained):
 
 
 @pytest.mark.slow
-def test_briefly_trained_model_beats_empty_output(trained):
+def test_briefly_trained_model_beats_empty_output_and_the_most_common_word(project, audio, trained):
     # an empty transcript deletes every word: WER 1.0; a model that only babbles scores worse than that
-    assert trained.data.metrics["test/wer"] < 0.8, trained.data.metrics
+    metrics = trained.data.metrics
+    assert metrics["test/wer"] < 0.8, metrics
+    # the logged baseline: always the most common word of the training speakers, scored on the test speakers
+    dm = audio.SpeechDataModule(str(project / "data/sample/transcription"), val_fraction=0.15, test_fraction=0.15)
+    dm.setup("fit")
+    common = Counter(word for item in dm.splits["train"] for word in item.text.split()).most_common(1)[0][0]
+    references = [item.text for item in dm.splits["test"]]
+    expected = float(word_error_rate([common] * len(references), references))
+    assert metrics["test/common_wer"] == pytest.approx(expected, abs=1e-4)
+    assert metrics["test/wer"] < metrics["test/common_wer"] < 1.0
 
 
 @pytest.mark.slow

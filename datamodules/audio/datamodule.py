@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import soundfile as sf
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpeechSpec:
-    """What a transcriber needs to know of its data: the characters it may write and how audio becomes features.
+    """What a transcriber needs to know of its data: the characters it may write, how audio becomes features, and
+    the most common word of the training transcripts, the trivial prediction its WER is compared with
+    (``test/common_wer``: below 1.0, the WER of writing nothing, as the reference contains that word or not).
 
     Made by ``setup("fit")``, saved in the checkpoint; ``use_spec`` makes test and predict data follow it
     (transcripts encoded with the model's characters, audio resampled and featurized as in training).
@@ -31,6 +34,7 @@ class SpeechSpec:
 
     vocab: tuple[str, ...]
     features: dict[str, int] = field(hash=False)  # FeaturePipeline settings: sample_rate, n_mels, ...
+    common_word: str = ""  # empty in checkpoints made before it existed (no baseline then)
 
     def __post_init__(self) -> None:  # a checkpoint or a config may hold a list
         object.__setattr__(self, "vocab", tuple(self.vocab))
@@ -128,7 +132,8 @@ class SpeechDataModule(LightningDataModule):
         bad.report(len(items) + len(bad.reasons))
         for item in items:
             item.text = normalize_text(item.text)
-        if self.spec is None:
+        new_spec = self.spec is None
+        if new_spec:
             vocab = (BLANK, *sorted({c for item in items for c in item.text}))
             self.spec = SpeechSpec(vocab, dict(self.features.settings))
         unknown = sorted({c for item in items for c in item.text} - set(self.spec.vocab))
@@ -149,6 +154,9 @@ class SpeechDataModule(LightningDataModule):
             )
             raise DataError(f"{path}: the {'/'.join(empty)} split would be empty; {fix}")
         self.splits.update(splits)
+        if new_spec:  # the training speakers' most common word: the baseline sees no test data
+            common = Counter(w for i in self.splits["train"] for w in i.text.split()).most_common(1)[0][0]
+            self.spec = replace(self.spec, common_word=common)
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
         log.info("%s: %s utterances from %d speakers", path, sizes, len({i.speaker for i in items}))
 

@@ -26,7 +26,7 @@ from .files import (
     image_root,
     inside,
 )
-from .text import build_vocab, words
+from .text import build_vocab, most_common, words
 
 log = logging.getLogger(__name__)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -34,7 +34,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class CaptionSpec:
-    """What a captioner needs to know of its data: the words it may say and the image size it sees.
+    """What a captioner needs to know of its data: the words it may say, the image size it sees, and the most
+    common training caption, the trivial prediction its BLEU is compared with (``test/common_bleu4``).
 
     Made by ``setup("fit")`` from the training captions, saved in the checkpoint; ``use_spec`` makes test and
     predict data follow it (references encoded with the model's words, images resized as in training).
@@ -42,6 +43,7 @@ class CaptionSpec:
 
     vocab: tuple[str, ...]
     image_size: int
+    common_caption: str = ""  # normalized words; empty in checkpoints made before it existed (no baseline then)
 
     def __post_init__(self) -> None:  # a checkpoint or a config may hold a list
         object.__setattr__(self, "vocab", tuple(self.vocab))
@@ -199,8 +201,8 @@ class ImageCaptionDataModule(LightningDataModule):
             cache = len(items) * 3 * self.image_size**2 <= 2**30
         self._cache = {} if cache else None
         if self.spec is None:
-            vocab = build_vocab([c for _, caps in self.splits["train"] for c in caps], hp.min_freq)
-            self.spec = CaptionSpec(tuple(vocab), hp.image_size)
+            captions = [c for _, caps in self.splits["train"] for c in caps]
+            self.spec = CaptionSpec(tuple(build_vocab(captions, hp.min_freq)), hp.image_size, most_common(captions))
 
     def _setup_predict(self) -> None:
         if self.predict_files is not None:

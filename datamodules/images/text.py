@@ -26,3 +26,8 @@ def build_vocab(captions: list[str], min_freq: int = 1) -> list[str]:
     counts = Counter(w for c in captions for w in words(c))
     kept = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
     return [*SPECIALS, *kept]
+
+
+def most_common(captions: list[str]) -> str:
+    """The most frequent caption as normalized words (the first seen among equals): the trivial captioner's output."""
+    return Counter(" ".join(words(c)) for c in captions).most_common(1)[0][0]

@@ -3,8 +3,8 @@
 Components live once, as plain Python, in the template repository's ``tasks/`` and ``datamodules/`` folders; the
 task registry there (``tasks/__init__.py``) names each task's parts. This hook copies the parts of the chosen
 tasks (``cookiecutter.__tasks``) and everything no task owns into ``src/<package>/``, writes the registry with the
-chosen tasks' entries only, and removes the configs and tests of the others. It finds the components next to the
-``template/`` folder cookiecutter rendered from (a local path or a clone of a git URL).
+chosen tasks' entries only, and removes the configs (demo budgets included) and tests of the others. It finds the
+components next to the ``template/`` folder cookiecutter rendered from (a local path or a clone of a git URL).
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def copy_components(repo: Path, project: Path) -> None:
     registry.write_text(registry_for(registry.read_text(), CHOSEN))
     for name in set(tasks) - set(CHOSEN):
         (project / "configs" / f"{name}.yaml").unlink(missing_ok=True)
+        (project / "configs" / "demo" / f"{name}.yaml").unlink(missing_ok=True)
         (project / "tests" / f"test_{name}.py").unlink(missing_ok=True)
 
 

@@ -1,9 +1,11 @@
 """Open the MLflow UI in headless Chromium and check what a user would look for: the experiment, its newest run and
-the run's metric chart (default `train/loss`), drawn. Saves a screenshot. Test machinery of the template (used by
+the run's metric chart (default `train/loss`), drawn. Saves a screenshot. With --overview, it then opens the run's
+overview page and checks that it shows the run's description and each --expect text (a metric name, a tag), and
+saves that page too: the screenshot a generated project's README shows. Test machinery of the template (used by
 tests/test_mlflow_ui.py on a baked project), not part of generated projects.
 
     python tests/ui/ui_check.py --tracking-uri sqlite:////path/to/project/mlflow.db --experiment forecasting \
-        --metric train/loss --screenshot ui-check.png
+        --metric train/loss --screenshot ui-check.png [--overview run.png --expect test/mase --search test/]
 
 With an http:// tracking URI it checks that server's UI; with a SQLite one it serves the store with
 `mlflow server` on a free port of 127.0.0.1 for the check, and stops it afterwards. Needs Debian's `chromium`
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,16 @@ class UICheckFailed(Exception):
     """The UI did not show what it should, within the time allowed."""
 
 
+@dataclass
+class Overview:
+    """What the run's overview page must show besides its description, and where its screenshot goes."""
+
+    screenshot: Path
+    expect: list[str]
+    timeout_s: float
+    search: str = ""  # typed into the metric search box, so that the screenshot shows those metrics first
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,8 +81,8 @@ def find_chromium() -> str:
     raise SystemExit("ERROR: no chromium found; install Debian's: sudo apt-get install chromium")
 
 
-def newest_run(uri: str, experiment: str) -> tuple[str, str, str]:
-    """(experiment id, run id, run name) of the newest finished run of ``experiment``."""
+def newest_run(uri: str, experiment: str) -> tuple[str, str, str, str]:
+    """(experiment id, run id, run name, description) of the newest finished run of ``experiment``."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
@@ -81,7 +94,8 @@ def newest_run(uri: str, experiment: str) -> tuple[str, str, str]:
     )
     if not runs:
         raise SystemExit(f"ERROR: experiment {experiment!r} has no finished run in {uri}")
-    return found.experiment_id, runs[0].info.run_id, runs[0].info.run_name
+    run = runs[0]
+    return found.experiment_id, run.info.run_id, run.info.run_name, run.data.tags.get("mlflow.note.content", "")
 
 
 def wait_for_http(url: str, process: subprocess.Popen | None, timeout_s: float) -> None:
@@ -147,10 +161,12 @@ class Browser:
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
-async def check_ui(uri: str, ui: str, experiment: str, metric: str, screenshot: Path, timeout_s: float) -> None:
+async def check_ui(
+    uri: str, ui: str, experiment: str, metric: str, screenshot: Path, timeout_s: float, overview: Overview | None
+) -> None:
     import aiohttp
 
-    experiment_id, run_id, run_name = newest_run(uri, experiment)
+    experiment_id, run_id, run_name, note = newest_run(uri, experiment)
     profile = tempfile.mkdtemp(prefix="ui-check-chromium-")
     chromium = subprocess.Popen(
         [find_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -184,9 +200,31 @@ async def check_ui(uri: str, ui: str, experiment: str, metric: str, screenshot: 
                 finally:
                     await browser.screenshot(screenshot)
                     print(f"screenshot: {screenshot.resolve()}")
+                if overview is not None:
+                    await check_overview(browser, f"{ui}/#/experiments/{experiment_id}/runs/{run_id}", note, overview)
     finally:
         stop(chromium)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+async def check_overview(browser: Browser, page: str, note: str, overview: Overview) -> None:
+    """The run's overview page shows the first line of its description (the command) and each expected text."""
+    text = "document.body.innerText.includes(%s)"
+    try:
+        await browser.call("Page.navigate", url=page)
+        first = note.splitlines()[0].strip("`") if note else ""
+        for wanted in ([first] if first else []) + overview.expect:
+            await browser.wait_until(text % json.dumps(wanted), f"{wanted!r} on the run's overview", overview.timeout_s)
+        # for the screenshot: the MLflow Assistant side panel closed (where it opens), the metric table filtered
+        await browser.evaluate("document.querySelector('button[aria-label=\"Close\"]')?.click()")
+        if overview.search:
+            await browser.evaluate("document.querySelector('input[placeholder=\"Search metrics\"]')?.focus()")
+            await browser.call("Input.insertText", text=overview.search)
+        await asyncio.sleep(1.0)  # let the metric and tag tables finish drawing
+        print(f"UI overview check passed: description and {', '.join(overview.expect) or 'nothing more'}")
+    finally:
+        await browser.screenshot(overview.screenshot)
+        print(f"overview screenshot: {overview.screenshot.resolve()}")
 
 
 def main() -> None:
@@ -196,7 +234,11 @@ def main() -> None:
     parser.add_argument("--metric", default="train/loss", help="metric whose chart must be drawn")
     parser.add_argument("--screenshot", type=Path, default=Path("ui-check.png"))
     parser.add_argument("--timeout", type=float, default=180, help="seconds allowed for each thing to appear")
+    parser.add_argument("--overview", type=Path, help="also check the run's overview page; its screenshot goes here")
+    parser.add_argument("--expect", action="append", default=[], help="text the overview must show (repeatable)")
+    parser.add_argument("--search", default="", help="filter the overview's metric table for its screenshot: test/")
     args = parser.parse_args()
+    overview = Overview(args.overview, args.expect, args.timeout, args.search) if args.overview else None
     uri = args.tracking_uri
     server = None
     try:
@@ -214,7 +256,7 @@ def main() -> None:
                 start_new_session=True,
             )
         wait_for_http(f"{ui}/health", server, args.timeout)
-        asyncio.run(check_ui(uri, ui, args.experiment, args.metric, args.screenshot, args.timeout))
+        asyncio.run(check_ui(uri, ui, args.experiment, args.metric, args.screenshot, args.timeout, overview))
     except UICheckFailed as error:
         raise SystemExit(f"ERROR: UI check failed at {ui}: {error}") from None
     finally:

@@ -42,6 +42,7 @@ from .checkpoints import (
     run_id,
 )
 from .datamodules.common import DataError
+from .describe import describe_run
 from .mlflow_logger import MLflowLogger
 from .predict import PredictionWriter
 from .run import LogConfig, RunMissing, RunSettings, TrackedRun
@@ -140,7 +141,7 @@ class TaskCLI(LightningCLI):
             plugins = [*plugins, AtomicCheckpointIO()]
         loggers = trainer.logger
         if loggers is not False:
-            settings: RunSettings = config.tracking
+            settings = describe_run(config.tracking, task, self.model.hparams, trainer.max_epochs)  # name, description
             self.run = TrackedRun(settings, tracking_uri(), task.name, root)
             extra = [] if loggers in (None, True) else list(loggers) if isinstance(loggers, Iterable) else [loggers]
             loggers = [MLflowLogger(self.run), *extra]

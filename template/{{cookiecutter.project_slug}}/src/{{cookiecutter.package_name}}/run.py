@@ -44,7 +44,7 @@ class RunSettings:
     """What a user can say about a training's MLflow run (the ``tracking:`` section of a config).
 
     Args:
-        run_name: a readable name; by default ``<task>-<date>-<time>-<pid>``.
+        run_name: a readable name; by default the task, its main hyper-parameters and epochs (``describe.py``).
         tags: extra run tags.
         log_checkpoints: upload the best checkpoint when the command ends.
         log_model: also log the trained model with ``mlflow.pytorch`` (a pickle, for MLflow serving; this

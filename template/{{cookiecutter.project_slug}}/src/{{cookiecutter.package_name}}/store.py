@@ -85,7 +85,8 @@ def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
 
 
 def print_runs(uri: str, limit: int = 20) -> None:
-    """Per task, its newest runs: status, duration, the headline test metric next to its baseline, the loss."""
+    """Per task, its newest runs: status, duration, the headline test metric next to its baseline and whether it
+    beats it, the loss, the run's name."""
     from mlflow import MlflowClient
 
     from .background import process_gone
@@ -107,13 +108,15 @@ def print_runs(uri: str, limit: int = 20) -> None:
                 key = next((f"{stage}/{name}" for stage in ("test", "val") if f"{stage}/{name}" in found), None)
                 if name and key:
                     shown.append(f"{key}={found[key]:.4g}")
+            beats = task.beats_baseline(found)
+            verdict = "" if beats is None else "  beats the baseline" if beats else "  NOT better than the baseline"
             end = run.info.end_time or int(time.time() * 1000)
             minutes = (end - run.info.start_time) / 60000
-            name = run.info.run_name or ""
             status = run.info.status
             if status == "RUNNING" and process_gone(run):
                 status = "RUNNING (its process is gone: `make resume` continues it)"
-            print(f"  {run.info.run_id}  {status:<8} {name:<32} {minutes:5.1f} min  {' '.join(shown)}")
+            line = f"  {run.info.run_id}  {status:<8} {minutes:5.1f} min  {' '.join(shown)}"
+            print(f"{line}{verdict}  ({run.info.run_name})")
 
 
 def auth_config() -> Path:
