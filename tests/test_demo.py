@@ -33,7 +33,9 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def forecasting_demo(demo_project: Path):
     """The console output of `make train TASK=forecasting DEMO=1` (the fastest task) and its MLflow run."""
-    result = run_make(demo_project, "train", "TASK=forecasting", "DEMO=1", **ONE_THREAD)
+    # with the (opt-in) pickled MLflow model too, so that its warning and mlflow.pytorch's logging set-up happen
+    args = ("TASK=forecasting", "DEMO=1", "ARGS=--tracking.log_model true")
+    result = run_make(demo_project, "train", *args, **ONE_THREAD)
     return result, mlflow_runs(demo_project, "forecasting")[0]
 
 
@@ -77,6 +79,7 @@ def test_make_train_shows_tables_and_progress_without_the_noise(forecasting_demo
 def test_verbose_shows_what_is_silenced(demo_project) -> None:
     """The noise is silenced by quiet.py, not gone by chance: VERBOSE=1 brings it back (a tiny training)."""
     tiny = "--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.limit_val_batches 1"
+    tiny += " --tracking.log_model true"
     result = run_make(demo_project, "train", "TASK=forecasting", "VERBOSE=1", f"ARGS={tiny}", **ONE_THREAD)
     console = result.stdout + result.stderr
     shown = {what for what, text in NOISE.items() if text in console}

@@ -267,9 +267,10 @@ def _one_line(error: Exception) -> str:
 
 def main(args: ArgsType = None) -> None:
     package = logging.getLogger(__name__.rpartition(".")[0])  # what the data modules say: skipped entries, formats
-    if not package.handlers:
+    package.setLevel(logging.INFO)
+    if not logging.getLogger().handlers:  # quiet.py gives the root logger one; without it, print them here
         package.addHandler(logging.StreamHandler())
-        package.setLevel(logging.INFO)
+        package.propagate = False
     try:
         TaskCLI(args=args)
     except (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing) as error:  # not our bug

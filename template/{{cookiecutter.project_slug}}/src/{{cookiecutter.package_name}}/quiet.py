@@ -23,7 +23,8 @@ RANK_ZERO_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
     "pytorch_lightning.utilities.rank_zero",
 )
-# run.py logs the model with serialization_format="pickle" on purpose (it loads back as the LightningModule).
+# With --tracking.log_model true, run.py saves the model with serialization_format="pickle" on purpose (for
+# `mlflow models serve`; predict reads checkpoints with weights_only=True instead).
 MLFLOW_PICKLE = "Saving pytorch model by Pickle or CloudPickle format requires exercising caution"
 
 
