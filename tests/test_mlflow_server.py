@@ -62,15 +62,16 @@ def team_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return forecasting_project(tmp_path_factory.mktemp("team"))
 
 
-@pytest.fixture(scope="module")
-def server(team_project: Path) -> Iterator[str]:
-    """`make mlflow-server` on a free port; yields its URI."""
+@contextlib.contextmanager
+def serving(project: Path, *make_args: str) -> Iterator[str]:
+    """`make mlflow-server MAKE_ARGS` on a free port of 127.0.0.1 until it answers /health; yields its URI, then
+    stops it and everything it started. Its output goes to mlflow-server.log in the project."""
     port = free_port()
-    log = open(team_project / "mlflow-server.log", "w")  # noqa: SIM115 - open for the whole module
+    log = open(project / "mlflow-server.log", "w")  # noqa: SIM115 - open while the server runs
     process = subprocess.Popen(
-        ["make", "-C", str(team_project), f"VENV={VENV}", "mlflow-server", f"MLFLOW_PORT={port}"],
+        ["make", "-C", str(project), f"VENV={VENV}", "mlflow-server", f"MLFLOW_PORT={port}", *make_args],
         # MLflow 3's server also starts GenAI job workers (huey), a dozen processes that tracking does not need.
-        env=project_env(team_project, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        env=project_env(project, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -79,9 +80,9 @@ def server(team_project: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
-            assert process.poll() is None, (team_project / "mlflow-server.log").read_text()[-4000:]
+            assert process.poll() is None, (project / "mlflow-server.log").read_text()[-4000:]
             try:
-                if requests.get(f"{uri}/health", timeout=2).ok:
+                if requests.get(f"{uri}/health", timeout=2).status_code < 500:  # 401 too: it answers
                     break
             except requests.ConnectionError:
                 pass
@@ -91,6 +92,13 @@ def server(team_project: Path) -> Iterator[str]:
     finally:
         stop_group(process)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(team_project: Path) -> Iterator[str]:
+    """`make mlflow-server` on a free port; yields its URI."""
+    with serving(team_project) as uri:
+        yield uri
 
 
 def train_at_once(project: Path, count: int, uri: str, timeout_s: float = 420) -> list[str]:

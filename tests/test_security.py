@@ -8,13 +8,12 @@ import os
 import pickle
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import VENV, Store, forecasting_project, project_env, run_cli, run_make
-from test_mlflow_server import SERVER_START_TIMEOUT_S, free_port, stop_group
+from test_mlflow_server import free_port, serving, stop_group
 
 QUICK = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2",
@@ -74,31 +73,12 @@ def test_predicting_from_the_store_never_unpickles(sproject: Path, tmp_path: Pat
 @pytest.fixture(scope="module")
 def auth_server(sproject: Path, tmp_path_factory: pytest.TempPathFactory):
     """`make mlflow-server MLFLOW_AUTH=1` with the admin password from a file; yields its URI."""
-    port = free_port()
     password_file = tmp_path_factory.mktemp("secrets") / "admin-password"  # where an admin keeps it: not the project
     password_file.write_text(SECRET)
-    log = open(sproject / "auth-server.log", "w")  # noqa: SIM115 - open for the whole module
-    process = subprocess.Popen(
-        ["make", "-C", str(sproject), f"VENV={VENV}", "mlflow-server", f"MLFLOW_PORT={port}", "MLFLOW_AUTH=1",
-         f"MLFLOW_AUTH_ADMIN_PASSWORD_FILE={password_file}"],
-        env=project_env(sproject), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, (sproject / "auth-server.log").read_text()[-4000:]
-            try:
-                if requests.get(f"{uri}/health", timeout=2).status_code < 500:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, f"no /health after {SERVER_START_TIMEOUT_S} s"
-            time.sleep(0.5)
-        yield uri
+        with serving(sproject, "MLFLOW_AUTH=1", f"MLFLOW_AUTH_ADMIN_PASSWORD_FILE={password_file}") as uri:
+            yield uri
     finally:
-        stop_group(process)
-        log.close()
         password_file.unlink()
 
 
