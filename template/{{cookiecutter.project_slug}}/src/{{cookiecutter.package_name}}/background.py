@@ -76,6 +76,7 @@ class MetricSender:
         self.idle = threading.Event()
         self.idle.set()
         self.error: Exception | None = None
+        self.closed = False
         self._beat = 0.0
         threading.Thread(target=self._loop, name="mlflow-metrics", daemon=True).start()
 
@@ -91,12 +92,12 @@ class MetricSender:
         self.wake.set()
 
     def _loop(self) -> None:
-        while True:
+        while not self.closed:
             self.wake.wait(self.interval_s)
             self.wake.clear()
             try:
                 self._send()
-                if time.monotonic() - self._beat > HEARTBEAT_S:
+                if not self.closed and time.monotonic() - self._beat > HEARTBEAT_S:
                     self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
                     self._beat = time.monotonic()
             except Exception as error:  # the store is away: keep everything and try again later
@@ -158,9 +159,11 @@ class MetricSender:
                 log.warning("MLflow rejects the metric %r (%s); it is not logged", key, first_line(error))
 
     def flush(self, timeout_s: float) -> list[Row]:
-        """Send what is queued, waiting at most ``timeout_s``; the rows still not sent then."""
+        """Send what is queued, waiting at most ``timeout_s``, and stop: the rows still not sent then."""
         self.wake.set()
-        if self.idle.wait(timeout_s):
+        sent = self.idle.wait(timeout_s)
+        self.closed = True  # no heartbeat for a run that has ended
+        if sent:
             return []
         with self.lock:
             return self.in_flight + self.pending
