@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +35,29 @@ BUDGET = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def set_up(data: SimpleNamespace, make: Callable[[], Any], stage: str = "fit") -> Any | None:
+    """The DataModule ``make`` builds, set up for ``stage``, as the CLI does; None when it refuses the data with a
+    DataError (recorded as an event)."""
+    try:
+        module = make()
+        module.setup(stage)
+    except data.DataError as error:
+        event(f"refused: {refusal(error)}")
+        return None
+    event("read")
+    return module
+
+
+def damaged_copy(source: Path, folder: Path, target: str, changes: Any) -> None:
+    """The data set of ``source`` copied into ``folder``, with its file ``target`` damaged by ``changes``."""
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+    (folder / target).write_bytes(apply((folder / target).read_bytes(), changes))
+
+
+def read_batches(dm: Any) -> None:
+    assert finite(next(iter(dm.train_dataloader()))) and finite(next(iter(dm.val_dataloader())))
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +97,19 @@ def test_price_files_are_read_or_refused(data, changes):
         path = Path(folder) / "prices.csv"
         path.write_bytes(apply(price_file(), changes))
         settings = {"covariates": ["volume"], "lookback": 8, "horizon": 3, "batch_size": 16}
-        try:
-            dm = data.PriceDataModule(path=str(path), **settings)
-            dm.setup("fit")
-        except data.DataError as error:
-            event(f"refused: {refusal(error)}")
+        dm = set_up(data, lambda: data.PriceDataModule(path=str(path), **settings))
+        if dm is None:
             return
-        event("read")
-        assert finite(next(iter(dm.train_dataloader()))) and finite(next(iter(dm.val_dataloader())))
-        predict = data.PriceDataModule(path=str(path), predict_path=str(path), **settings)
-        predict.use_spec(dm.spec)
-        try:
-            predict.setup("predict")
-        except data.DataError as error:
-            event(f"refused: {refusal(error)}")
+        read_batches(dm)
+
+        def following() -> Any:  # predict follows what the training data made, as from a checkpoint
+            predict = data.PriceDataModule(path=str(path), predict_path=str(path), **settings)
+            predict.use_spec(dm.spec)
+            return predict
+
+        predict = set_up(data, following, "predict")
+        if predict is None:
             return
-        event("read")
         batch = next(iter(predict.predict_dataloader()))
         assert finite(batch) and all(len(dates) == 3 for dates in batch["dates"])
         for dates, past in zip(batch["dates"], batch["past_dates"], strict=True):
@@ -123,23 +146,16 @@ def captioned(tmp_path_factory) -> Path:
 def test_caption_data_is_read_or_refused(data, captioned, target, changes, image_changes, policy):
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        for file in captioned.rglob("*"):
-            if file.is_file():
-                (root / file.relative_to(captioned)).parent.mkdir(exist_ok=True)
-                (root / file.relative_to(captioned)).write_bytes(file.read_bytes())
-        damaged = root / target
-        damaged.write_bytes(apply(damaged.read_bytes(), image_changes if target.startswith("images") else changes))
+        damaged_copy(captioned, root, target, image_changes if target.startswith("images") else changes)
         path = root / ("captions.csv" if target == "captions.csv" else "annotations.json")
-        try:
-            dm = data.ImageCaptionDataModule(
+        dm = set_up(
+            data,
+            lambda: data.ImageCaptionDataModule(
                 str(path), image_size=16, batch_size=4, val_fraction=0.25, test_fraction=0.25, on_bad_input=policy
-            )
-            dm.setup("fit")
-        except data.DataError as error:
-            event(f"refused: {refusal(error)}")
-            return
-        event("read")
-        assert finite(next(iter(dm.train_dataloader()))) and finite(next(iter(dm.val_dataloader())))
+            ),
+        )
+        if dm is not None:
+            read_batches(dm)
 
 
 # ---- speech -------------------------------------------------------------------------------------------------------
@@ -170,18 +186,13 @@ def speech(tmp_path_factory) -> Path:
 def test_speech_data_is_read_or_refused(data, speech, target, changes, audio_changes, policy):
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        for file in speech.iterdir():
-            (root / file.name).write_bytes(file.read_bytes())
-        damaged = root / target
-        damaged.write_bytes(apply(damaged.read_bytes(), audio_changes if target.endswith(".wav") else changes))
+        damaged_copy(speech, root, target, audio_changes if target.endswith(".wav") else changes)
         path = root / ("manifest.jsonl" if target == "manifest.jsonl" else "data.csv")
-        try:
-            dm = data.SpeechDataModule(
+        dm = set_up(
+            data,
+            lambda: data.SpeechDataModule(
                 str(path), n_mels=16, batch_size=4, val_fraction=0.2, test_fraction=0.2, on_bad_input=policy
-            )
-            dm.setup("fit")
-        except data.DataError as error:
-            event(f"refused: {refusal(error)}")
-            return
-        event("read")
-        assert finite(next(iter(dm.train_dataloader()))) and finite(next(iter(dm.val_dataloader())))
+            ),
+        )
+        if dm is not None:
+            read_batches(dm)
