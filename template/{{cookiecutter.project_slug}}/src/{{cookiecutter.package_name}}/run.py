@@ -28,8 +28,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .background import MetricSender, Uploads
 from .checkpoints import run_id
-from .liveness import mark_dead_runs, process_tags
-from .store import artifact_location, redact
+from .liveness import mark_dead_runs, process_tags, tracking_user
+from .store import StoreDenied, artifact_location, redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -101,7 +101,7 @@ class TrackedRun(Callback):
             yield self
             return
         continued = run_id(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
-        self._start(command, continued)
+        self._start_or_refuse(command, continued)
         try:
             yield self
         except BaseException as error:
@@ -109,6 +109,29 @@ class TrackedRun(Callback):
             self._end("KILLED" if stopped else "FAILED")
             raise
         self._end("FINISHED")
+
+    def _start_or_refuse(self, command: str, continue_run: str | None) -> None:
+        """``_start``; a server that denies it (the auth app's permissions) is one line naming the grant to ask for."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._start(command, continue_run)
+        except MlflowException as error:
+            code = getattr(error, "error_code", "")
+            if code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+                raise
+            user, where = tracking_user(), redact(self.uri)
+            if code == "UNAUTHENTICATED":
+                raise StoreDenied(
+                    f"MLflow tracking server {where} does not accept the password of {user!r}: set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account the server's admin made"
+                ) from None
+            raise StoreDenied(
+                f"MLflow tracking server {where} does not let {user!r} "
+                f"{'continue' if continue_run else 'create'} runs in experiment {self.experiment!r} (permission "
+                f"denied): ask the server's admin to grant {user!r} EDIT on experiment {self.experiment!r} "
+                "(README: Teams)"
+            ) from None
 
     def _start(self, command: str, continue_run: str | None) -> None:
         """Create the run, or continue ``continue_run`` (a resumed training); mark runs whose process died."""
@@ -150,8 +173,11 @@ class TrackedRun(Callback):
             try:
                 location = artifact_location(self.uri, self.experiment)
                 return client.create_experiment(self.experiment, artifact_location=location)
-            except MlflowException:  # another process created it first
-                return client.get_experiment_by_name(self.experiment).experiment_id
+            except MlflowException:  # another process created it first, or the server denies it
+                created = client.get_experiment_by_name(self.experiment)
+                if created is None:
+                    raise
+                return created.experiment_id
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id

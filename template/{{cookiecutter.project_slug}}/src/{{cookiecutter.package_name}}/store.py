@@ -23,6 +23,10 @@ class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached; raised before any compute is spent."""
 
 
+class StoreDenied(TrackingUnavailable):
+    """The tracking server does not let this user do what the command needs (a permission of the auth app)."""
+
+
 def project_root() -> Path:
     """The project folder (where pyproject.toml is); the working directory for a non-editable install."""
     here = Path(__file__).resolve().parents[2]
@@ -122,16 +126,26 @@ def print_runs(uri: str, limit: int = 20) -> None:
 def auth_config() -> Path:
     """The config of MLflow's basic-auth app for ``make mlflow-server MLFLOW_AUTH=1``: users in this project.
 
-    The admin's password is not in it: MLflow reads ``MLFLOW_AUTH_ADMIN_PASSWORD`` when it creates the user store.
+    Written once, private (0600), and never rewritten: an admin's edits (``default_permission = READ`` and grants per
+    experiment, README: Teams) stay. The team model it starts with: every member may create runs in every
+    experiment (``EDIT``), as each task's experiment is shared by whoever trains it. The admin's password is not in
+    it: MLflow reads ``MLFLOW_AUTH_ADMIN_PASSWORD`` when it creates the user store.
     """
     path = project_root() / "mlflow-auth.ini"
-    path.write_text(
+    if path.exists():
+        return path
+    text = (
         "[mlflow]\n"
-        "default_permission = READ\n"
+        "# EDIT: every member may create and update runs in every experiment (one per task).\n"
+        "# READ: members only read; grant EDIT per experiment and user (README: Teams).\n"
+        "default_permission = EDIT\n"
         f"database_uri = {SQLITE}{project_root() / 'mlflow-auth.db'}\n"
         "admin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(text)
     return path
 
 

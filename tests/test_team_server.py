@@ -1,0 +1,120 @@
+"""A team on one tracking server with users (`make mlflow-server MLFLOW_AUTH=1`): every member trains the same task
+in the same experiment, nobody's run is touched by another member, and a denied action is one line naming the grant
+to ask for.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import PACKAGE, assert_refused, forecasting_project, project_env, run_cli
+from test_mlflow_server import QUICK, TINY, serving
+
+ADMIN_PASSWORD = "admin-Pa55word-for-tests"
+MEMBERS = {"alice": "alice-Pa55word-xyz", "bob": "bob-Pa55word-xyz"}
+
+
+@pytest.fixture(scope="module")
+def tproject(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return forecasting_project(tmp_path_factory.mktemp("team-auth"))
+
+
+@contextmanager
+def logged_in(user: str, password: str) -> Iterator[None]:
+    """This test process talks to the server as ``user``."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.update({key: value})
+
+
+def as_member(user: str, uri: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": MEMBERS[user]}
+
+
+def test_the_auth_config_is_written_once_and_private(tproject: Path) -> None:
+    def auth_config() -> Path:
+        return Path(subprocess.run(
+            [sys.executable, "-m", f"{PACKAGE}.store", "auth-config"], cwd=tproject, env=project_env(tproject),
+            capture_output=True, text=True, check=True,
+        ).stdout.strip())  # fmt: skip
+
+    path = auth_config()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "default_permission = EDIT" in path.read_text()
+    path.write_text(path.read_text() + "# an admin's edit\n")
+    assert auth_config() == path and path.read_text().endswith("# an admin's edit\n"), "the admin's edit stays"
+
+
+def dead_run_tags(user: str) -> dict[str, str]:
+    """The process tags of a process of this machine that has ended, started by ``user``."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    return {
+        "process.host": socket.gethostname(),
+        "process.boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        "process.pid_ns": os.readlink("/proc/self/ns/pid"),
+        "process.pid": str(ended.pid),
+        "process.start_ticks": "1",
+        "process.user": user,
+    }
+
+
+@pytest.fixture(scope="module")
+def team_server(tproject: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`make mlflow-server MLFLOW_AUTH=1` with an account per member; yields its URI."""
+    from mlflow.server import get_app_client
+
+    password_file = tmp_path_factory.mktemp("admin") / "admin-password"
+    password_file.write_text(ADMIN_PASSWORD)
+    with serving(tproject, "MLFLOW_AUTH=1", f"MLFLOW_AUTH_ADMIN_PASSWORD_FILE={password_file}") as uri:
+        with logged_in("admin", ADMIN_PASSWORD):
+            admin = get_app_client("basic-auth", tracking_uri=uri)
+            for user, password in MEMBERS.items():
+                admin.create_user(user, password)
+        yield uri
+
+
+@pytest.mark.slow
+def test_two_members_train_the_same_task_and_leave_each_others_runs_alone(tproject: Path, team_server: str) -> None:
+    from mlflow import MlflowClient
+    from mlflow.server import get_app_client
+
+    uri = team_server
+    run_cli(tproject, "fit", *TINY, *QUICK, "--tracking.run_name", "alice-trains", **as_member("alice", uri))
+    stale = {}
+    for user in ("alice", "bob"):  # a run of each member whose process died (SIGKILL) without marking it
+        with logged_in(user, MEMBERS[user]):
+            client = MlflowClient(uri)
+            experiment = client.get_experiment_by_name("forecasting").experiment_id
+            stale[user] = client.create_run(experiment, tags=dead_run_tags(user)).info.run_id
+
+    trained = run_cli(tproject, "fit", *TINY, *QUICK, "--tracking.run_name", "bob-trains", **as_member("bob", uri))
+    assert "Traceback" not in trained.stderr, trained.stderr[-3000:]
+    with logged_in("admin", ADMIN_PASSWORD):
+        client = MlflowClient(uri)
+        runs = {r.info.run_id: r for r in client.search_runs([experiment])}
+        named = {r.info.run_name: r for r in runs.values()}
+        assert named["alice-trains"].info.status == "FINISHED" and named["bob-trains"].info.status == "FINISHED"
+        assert named["bob-trains"].data.tags["process.user"] == "bob"
+        alices = runs[stale["alice"]]
+        assert alices.info.status == "RUNNING" and "process.ended" not in alices.data.tags, "bob left it alone"
+        assert runs[stale["bob"]].info.status == "KILLED", "bob's own dead run is marked"
+        # An admin takes bob off this experiment (README: Teams): his next training is one ERROR line.
+        admin = get_app_client("basic-auth", tracking_uri=uri)
+        admin.grant_user_permission("bob", "experiment", experiment, "DENY")
+    denied = run_cli(tproject, "fit", *TINY, *QUICK, check=False, **as_member("bob", uri))
+    assert_refused(denied, "'bob'", "EDIT", "experiment 'forecasting'")
+    with logged_in("admin", ADMIN_PASSWORD):
+        assert len(MlflowClient(uri).search_runs([experiment])) == len(runs), "the refusal made no run"
