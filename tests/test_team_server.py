@@ -6,20 +6,24 @@ to ask for.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import PACKAGE, assert_refused, forecasting_project, project_env, run_cli
-from test_mlflow_server import QUICK, TINY, serving
+from proxy import FreezableProxy
+from test_mlflow_server import QUICK, TINY, free_port, serving, stop_group
 
 ADMIN_PASSWORD = "admin-Pa55word-for-tests"
-MEMBERS = {"alice": "alice-Pa55word-xyz", "bob": "bob-Pa55word-xyz"}
+CANARY = "c@n/ary-S3cret-9"  # "@" and "/" as people type them into a URI
+MEMBERS = {"alice": "alice-Pa55word-xyz", "bob": "bob-Pa55word-xyz", "carol": CANARY}
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +122,79 @@ def test_two_members_train_the_same_task_and_leave_each_others_runs_alone(tproje
     assert_refused(denied, "'bob'", "EDIT", "experiment 'forecasting'")
     with logged_in("admin", ADMIN_PASSWORD):
         assert len(MlflowClient(uri).search_runs([experiment])) == len(runs), "the refusal made no run"
+
+
+class CutAfterTheCheck(FreezableProxy):
+    """Forwards the first connection (the CLI's /health check), then refuses all others: a server that died just
+    after the check, so that the next store call fails where nothing catches it."""
+
+    answered = 0
+
+    def _pump(self, client: socket.socket) -> None:
+        self.answered += 1
+        if self.answered > 1:
+            self.listener.close()
+            client.close()
+            return
+        super()._pump(client)
+
+
+def with_password(uri: str, user: str, password: str) -> str:
+    return uri.replace("://", f"://{user}:{password}@")  # as typed: "@" and "/" in the password unquoted
+
+
+@pytest.mark.slow
+def test_a_password_never_reaches_output_or_files_whatever_fails(tproject: Path, team_server: str) -> None:
+    from mlflow import MlflowClient
+
+    fast_failures = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    outputs = {}
+    port = int(team_server.rsplit(":", 1)[1])
+
+    proxy = FreezableProxy(port)  # the server goes away at step 3 of a training
+    marks = {"FAULT_STEP": "3", "FAULT_FILE": str(tproject / "step"), "FAULT_END": str(tproject / "end")}
+    env = {"MLFLOW_TRACKING_URI": with_password(proxy.uri, "carol", CANARY), **marks, **fast_failures}
+    process = subprocess.Popen(
+        [sys.executable, "-m", PACKAGE, "fit", *TINY, "--trainer.max_epochs", "2", "--tracking.end_timeout_s", "5",
+         "--tracking.flush_interval_s", "0.2", "--trainer.callbacks+=faults.TouchAtStep"],
+        cwd=tproject, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env=project_env(tproject, PYTHONPATH=str(Path(__file__).parent), **env),
+    )  # fmt: skip
+    try:
+        while not (tproject / "step").exists():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        proxy.close()
+        outputs["server gone mid-run"] = "".join(process.communicate(timeout=300))
+    finally:
+        stop_group(process)
+        proxy.close()
+    started = re.search(r"MLflow run (\w+) \(new\)", outputs["server gone mid-run"])
+    assert started, outputs["server gone mid-run"][-3000:]
+
+    dead = with_password(f"http://127.0.0.1:{free_port()}", "carol", CANARY)
+    outputs["predict, dead server"] = "".join(run_cli(
+        tproject, "predict", *TINY[:2], "--ckpt_path", f"runs:/{started.group(1)}", "--trainer.logger", "false",
+        "--data.predict_path", "data/sample/forecasting/prices.csv", check=False,
+        MLFLOW_TRACKING_URI=dead, **fast_failures,
+    ).__dict__[k] for k in ("stdout", "stderr"))  # fmt: skip
+    assert "ERROR:" in outputs["predict, dead server"], outputs["predict, dead server"][-3000:]
+
+    cut = CutAfterTheCheck(port)
+    try:
+        uncaught = run_cli(tproject, "fit", *TINY, *QUICK, check=False,
+                           MLFLOW_TRACKING_URI=with_password(cut.uri, "carol", CANARY), **fast_failures)  # fmt: skip
+    finally:
+        cut.close()
+    outputs["uncaught store error"] = uncaught.stdout + uncaught.stderr
+    assert uncaught.returncode != 0 and "Traceback" in uncaught.stderr, uncaught.stderr[-3000:]
+
+    with logged_in("admin", ADMIN_PASSWORD):
+        client = MlflowClient(team_server)
+        run = client.get_run(started.group(1))
+        outputs["the run's tags and params"] = repr(run.data.tags) + repr(run.data.params)
+    for what, text in outputs.items():
+        assert CANARY not in text, (what, text[max(0, text.find(CANARY) - 1500) : text.find(CANARY) + 300])
+    written = [p for p in tproject.rglob("*") if p.is_file() and "data" not in p.relative_to(tproject).parts]
+    leaks = [str(p) for p in written if CANARY.encode() in p.read_bytes()]
+    assert not leaks, f"the password is in {leaks}"

@@ -34,6 +34,7 @@ from .checkpoints import (
     own_hpc_checkpoint,
     resolve,
 )
+from .credentials import scrub
 from .datamodules.common import DataError, SpecDataModule
 from .describe import describe_run
 from .errors import ConfigError, first_line, innermost_value_error
@@ -84,7 +85,7 @@ def main(args: list[str] | None = None) -> None:
             if command == "fit" and config.test_after_fit:
                 test_best(trainer, model, data)
     except USER_ERRORS as error:
-        raise SystemExit(f"ERROR: {first_line(error)}") from None
+        raise SystemExit(f"ERROR: {scrub(first_line(error))}") from None
     except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
         print("Stopped by SIGTERM; `make resume` continues from last.ckpt.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None

@@ -14,6 +14,8 @@ import sys
 import warnings
 from collections.abc import Callable
 
+from .credentials import guard_output
+
 PACKAGE = __name__.rpartition(".")[0]
 # Lightning advertises its cloud products ("💡 Tip: ... try installing [litlogger]") as INFO at every Trainer.
 ADVERTISEMENT = "💡 Tip:"
@@ -36,7 +38,9 @@ def verbose() -> bool:
 
 def quiet_terminal() -> None:
     """Silence the known noise of Lightning, PyTorch and MLflow for this process and the processes it starts, and
-    show this project's own log lines (what the data modules say: skipped entries, formats) in one form."""
+    show this project's own log lines (what the data modules say: skipped entries, formats) in one form; nothing
+    printed carries a secret (``credentials.py``)."""
+    guard_output()
     _one_log_format()
     logging.getLogger(PACKAGE).setLevel(logging.INFO)
     # MLflow prints a link to each run when it ends, with the tracking URI as given: a password in it too.

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import DEFAULT_TRACKING_URI
+from .credentials import userinfo_out
 from .tasks import TASKS
 
 SQLITE = "sqlite:///"
@@ -36,9 +37,10 @@ def project_root() -> Path:
 def tracking_uri(uri: str | None = None) -> str:
     """The tracking URI to use: ``uri``, else $MLFLOW_TRACKING_URI, else the project's default store.
 
-    Relative SQLite paths are made absolute against the project, so every command finds the same store.
+    Relative SQLite paths are made absolute against the project, so every command finds the same store. A server's
+    ``user:password@`` moves to MLflow's credential variables (``credentials.py``).
     """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = userinfo_out(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)  # no password in it
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
         uri = SQLITE + str((project_root() / uri[len(SQLITE) :]).resolve())
     return uri
@@ -46,7 +48,8 @@ def tracking_uri(uri: str | None = None) -> str:
 
 def redact(uri: str) -> str:
     """``uri`` fit to print: a password or token in it (``https://user:token@host``) shown as ``***``."""
-    uri = re.sub(r"(?<=://)[^/@\s]+@", "***@", uri)
+    # The userinfo runs to the last "@" before the host: a password may hold "@" or "/" (unquoted, as people type it).
+    uri = re.sub(r"(?<=://)\S*@(?=[^@/\s]*(?:[/?#\s]|$))", "***@", uri)
     return re.sub(r"(?i)((?:password|token|secret|key)=)[^&\s]+", r"\1***", uri)
 
 
