@@ -5,8 +5,11 @@ to ask for.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -17,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE, assert_refused, forecasting_project, project_env, run_cli
+from conftest import PACKAGE, assert_refused, forecasting_project, project_env, run_cli, run_make
 from proxy import FreezableProxy
 from test_mlflow_server import QUICK, TINY, free_port, serving, stop_group
 
@@ -198,3 +201,66 @@ def test_a_password_never_reaches_output_or_files_whatever_fails(tproject: Path,
     written = [p for p in tproject.rglob("*") if p.is_file() and "data" not in p.relative_to(tproject).parts]
     leaks = [str(p) for p in written if CANARY.encode() in p.read_bytes()]
     assert not leaks, f"the password is in {leaks}"
+
+
+@pytest.mark.slow
+def test_a_hung_store_then_sigterm_and_sigkill_lose_nothing_and_replay_completes_the_run(
+    tproject: Path, team_server: str
+) -> None:
+    """The stop sequence of a scheduler while the server hangs: SIGTERM, then SIGKILL before the command could give
+    up on the store (its end deadline is longer than this scheduler's grace). The journal holds what never arrived,
+    and `make replay` brings the run to the store complete, once, however often it runs."""
+    from mlflow import MlflowClient
+
+    grace_s = 12
+    proxy = FreezableProxy(int(team_server.rsplit(":", 1)[1]))
+    marks = {"FAULT_STEP": "4", "FAULT_FILE": str(tproject / "hung-step"), "FAULT_END": str(tproject / "hung-end")}
+    env = {**as_member("carol", proxy.uri), **marks, "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", PACKAGE, "fit", *TINY, *QUICK, "--trainer.max_epochs", "40", "--tracking.end_timeout_s",
+         "60", "--tracking.flush_interval_s", "0.2", "--tracking.run_name", "hung-then-killed",
+         "--trainer.callbacks+=faults.TouchAtStep"],
+        cwd=tproject, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env=project_env(tproject, PYTHONPATH=str(Path(__file__).parent), **env),
+    )  # fmt: skip
+    try:
+        while not (tproject / "hung-step").exists():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        proxy.freeze()
+        time.sleep(4)  # training goes on; nothing reaches the store
+        process.send_signal(signal.SIGTERM)
+        try:
+            stdout, stderr = process.communicate(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+    finally:
+        stop_group(process)
+        proxy.close()
+    assert process.returncode == -signal.SIGKILL, stderr[-3000:]
+    run_id = re.search(r"MLflow run (\w+) \(new\)", stdout).group(1)
+    journal = tproject / "runs" / "forecasting" / run_id / "journal.jsonl"
+    assert journal.is_file(), stderr[-3000:]
+    held = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    assert {"status": "KILLED"} in held, "the status is journaled before anything is sent"
+    journaled_steps = {row[3] for entry in held for row in entry.get("metrics", []) if row[0] == "train/loss"}
+    assert journaled_steps, held[:3]
+    copy = journal.with_name("journal-copy.jsonl")
+    shutil.copy(journal, copy)
+
+    member = as_member("carol", team_server)
+    replayed = run_make(tproject, "replay", f"RUN={run_id}", **member)
+    assert "Replayed into MLflow run" in replayed.stdout, replayed.stdout + replayed.stderr
+    assert not journal.exists()
+    again = run_make(tproject, "replay", f"RUN={copy}", **member)  # a second replay of the same journal
+    assert "0 metric values" in again.stdout, again.stdout + again.stderr
+
+    with logged_in("carol", CANARY):
+        client = MlflowClient(team_server)
+        run = client.get_run(run_id)
+        steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert run.info.status == "KILLED"
+    assert len(steps) == len(set(steps)), "no step twice"
+    assert set(steps) == set(range(max(steps) + 1)) and journaled_steps <= set(steps), "every step, once"
+    assert run.data.params["backbone"] == "lstm"

@@ -20,6 +20,8 @@ from .liveness import HEARTBEAT_S, HEARTBEAT_TAG
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from .journal import Journal
+
 log = logging.getLogger(__name__)
 Row = tuple[str, float, int, int]  # (key, value, timestamp in ms, step)
 
@@ -27,6 +29,24 @@ Row = tuple[str, float, int, int]  # (key, value, timestamp in ms, step)
 def rejected_by_store(error: Exception) -> bool:
     """Whether the store refused the request itself (a bad name or value), rather than failed to answer it."""
     return getattr(error, "error_code", None) in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "MALFORMED_REQUEST")
+
+
+def acceptable_params(params: dict[str, str]) -> dict[str, str]:
+    """``params`` without those MLflow's own validator refuses (a key with ``@``, over 250 characters), each named
+    in one warning: a store that refused one would refuse the whole batch."""
+    from mlflow.utils.validation import _validate_param
+
+    accepted, refused = {}, []
+    for key, value in params.items():
+        try:
+            _validate_param(key, value)
+        except Exception:
+            refused.append(key[:80] + ("..." if len(key) > 80 else ""))
+            continue
+        accepted[key] = value
+    if refused:
+        log.warning("MLflow does not accept these hyper-parameter names; they are not logged: %s", ", ".join(refused))
+    return accepted
 
 
 class MetricSender:
@@ -41,9 +61,15 @@ class MetricSender:
     BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
     def __init__(
-        self, client: MlflowClient, run_id: str, interval_s: float, logged_through: dict[str, int] | None = None
+        self,
+        client: MlflowClient,
+        run_id: str,
+        interval_s: float,
+        logged_through: dict[str, int] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.client, self.run_id, self.interval_s = client, run_id, interval_s
+        self.journal = journal  # every row and param is written there before it is sent
         self.logged_through = dict(logged_through or {})
         self.pending: list[Row] = []
         self.in_flight: list[Row] = []
@@ -55,17 +81,24 @@ class MetricSender:
         self.idle.set()
         self.error: Exception | None = None
         self.closed = False
+        self.deleted = False  # the run was deleted in the store meanwhile
         self._beat = 0.0
         threading.Thread(target=self._loop, name="mlflow-metrics", daemon=True).start()
 
     def put(self, rows: list[Row]) -> None:
         with self.lock:
-            self.pending += [r for r in rows if r[3] > self.logged_through.get(r[0], -1) and r[0] not in self.rejected]
+            kept = [r for r in rows if r[3] > self.logged_through.get(r[0], -1) and r[0] not in self.rejected]
+            if self.journal is not None:
+                self.journal.metrics(kept)  # in the same order as ``pending``: acknowledged by count
+            self.pending += kept
             self.idle.clear()
 
     def put_params(self, params: dict[str, str]) -> None:
+        accepted = acceptable_params(params)
         with self.lock:
-            self.params.update(params)
+            if self.journal is not None:
+                self.journal.params(accepted)
+            self.params.update(accepted)
             self.idle.clear()
         self.wake.set()
 
@@ -73,6 +106,8 @@ class MetricSender:
         while not self.closed:
             self.wake.wait(self.interval_s)
             self.wake.clear()
+            if self.deleted:
+                continue  # nothing more goes to a deleted run; ``flush`` hands the rows back
             try:
                 self._send()
                 if not self.closed and time.monotonic() - self._beat > HEARTBEAT_S:
@@ -87,20 +122,24 @@ class MetricSender:
         with self.lock:
             params, self.params = self.params, {}
             self.in_flight, self.pending = self.pending, []
-        try:
-            if params:
-                self._send_params(params)
-                params = {}
+        try:  # metrics first: hyper-parameters the store refuses never hold them up
             while self.in_flight:
                 chunk = self.in_flight[: self.BATCH]
                 try:
                     self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in chunk])
                 except Exception as error:
-                    if not rejected_by_store(error):
+                    if not rejected_by_store(error) or self._run_deleted():
                         raise
                     self._send_name_by_name(chunk)
                 with self.lock:
                     self.in_flight = self.in_flight[self.BATCH :]
+                    if self.journal is not None:
+                        self.journal.acknowledge(metrics=len(chunk))
+            if params:
+                self._send_params(params)
+                if self.journal is not None:
+                    self.journal.acknowledge(params=list(params))
+                params = {}
         except Exception:
             with self.lock:  # what was not sent goes back, first and in order
                 self.pending[:0] = self.in_flight
@@ -120,7 +159,32 @@ class MetricSender:
             log.warning("not logging changed hyper-parameters of a continued run: %s", ", ".join(changed))
         new = [Param(k, v) for k, v in params.items() if k not in existing]
         for start in range(0, len(new), 100):
-            self.client.log_batch(self.run_id, params=new[start : start + 100])
+            batch = new[start : start + 100]
+            try:
+                self.client.log_batch(self.run_id, params=batch)
+            except Exception as error:
+                if not rejected_by_store(error) or self._run_deleted():
+                    raise
+                for param in batch:  # the store refuses what MLflow's validator let through: find it, drop it
+                    try:
+                        self.client.log_batch(self.run_id, params=[param])
+                    except Exception as single:
+                        if not rejected_by_store(single):
+                            raise
+                        log.warning("MLflow rejects the hyper-parameter %r (%s); it is not logged", param.key,
+                                    first_line(single))  # fmt: skip
+
+    def _run_deleted(self) -> bool:
+        """Whether the run was deleted (in the UI) meanwhile: the store then refuses everything, as if each name
+        were bad. Its rows are kept, not dropped, and sent nowhere."""
+        try:
+            deleted = self.client.get_run(self.run_id).info.lifecycle_stage == "deleted"
+        except Exception as error:
+            deleted = rejected_by_store(error) or getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+        if deleted and not self.deleted:
+            log.warning("MLflow run %s was deleted during the training: nothing more is sent to it", self.run_id)
+        self.deleted = self.deleted or deleted
+        return deleted
 
     def _send_name_by_name(self, chunk: list[Row]) -> None:
         """One name at a time, to find the names the store rejects; those are dropped with one warning each."""
@@ -139,7 +203,7 @@ class MetricSender:
     def flush(self, timeout_s: float) -> list[Row]:
         """Send what is queued, waiting at most ``timeout_s``, and stop: the rows still not sent then."""
         self.wake.set()
-        sent = self.idle.wait(timeout_s)
+        sent = not self.deleted and self.idle.wait(timeout_s)
         self.closed = True  # no heartbeat for a run that has ended
         if sent:
             return []

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .background import MetricSender, Uploads
 from .checkpoints import run_id
+from .journal import JOURNAL, Journal
 from .liveness import mark_dead_runs, process_tags, tracking_user
 from .store import StoreDenied, artifact_location, redact
 
@@ -56,7 +57,8 @@ class RunSettings:
         system_metrics: log CPU, memory and GPU use with MLflow's system metrics monitor.
         flush_interval_s: how often queued metrics are sent.
         end_timeout_s: how long the end of a command waits for the store before giving up (unsent metrics are
-            then saved to a CSV file whose path is printed).
+            then saved to a CSV file whose path is printed, and everything unsent is in the run's journal for
+            ``make replay``); below the 30 s a scheduler waits between SIGTERM and SIGKILL.
         if_run_missing: resuming a checkpoint whose run the store no longer has: ``error`` (stop and say so) or
             ``new`` (continue the training in a new run, with a warning).
     """
@@ -67,7 +69,7 @@ class RunSettings:
     log_model: bool = False
     system_metrics: bool = True
     flush_interval_s: float = 2.0
-    end_timeout_s: float = 60.0
+    end_timeout_s: float = 20.0
     if_run_missing: Literal["error", "new"] = "error"
 
 
@@ -83,6 +85,7 @@ class TrackedRun(Callback):
         self.id: str | None = None  # set on global rank 0 while the run is started
         self.client: MlflowClient | None = None
         self.sender: MetricSender | None = None
+        self.journal: Journal | None = None  # what the store has not acknowledged yet, in the run's folder
         self.uploads = Uploads()
         self.stopped_by: BaseException | None = None  # a Ctrl-C or SIGTERM the trainer saw (it exits 1 after Ctrl-C)
         self._monitor: Any = None
@@ -156,7 +159,8 @@ class TrackedRun(Callback):
             name = self.settings.run_name or f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             self.id = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name).info.run_id
         self.client = client
-        self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through)
+        self.journal = Journal(self.folder / JOURNAL)
+        self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through, self.journal)
         if self.settings.system_metrics:
             self._start_system_metrics(resume=continue_run is not None)
         self.log_text(self.config, "config.yaml")
@@ -187,7 +191,10 @@ class TrackedRun(Callback):
         from mlflow.exceptions import MlflowException
 
         try:
-            return client.get_run(run_id)
+            run = client.get_run(run_id)
+            if run.info.lifecycle_stage == "deleted":  # deleted in the UI: as good as missing
+                raise MlflowException(f"run {run_id} is deleted")
+            return run
         except MlflowException:
             if self.settings.if_run_missing == "new":
                 log.warning(
@@ -195,9 +202,9 @@ class TrackedRun(Callback):
                 )
                 return None
             raise RunMissing(
-                f"the checkpoint belongs to MLflow run {run_id}, which {redact(self.uri)} does not have (a deleted "
-                "mlflow.db, or another MLFLOW_TRACKING_URI?). Point MLFLOW_TRACKING_URI at the store that has it, or "
-                'continue the training in a new run: ARGS="--tracking.if_run_missing new"'
+                f"the checkpoint belongs to MLflow run {run_id}, which {redact(self.uri)} does not have (deleted in "
+                "the UI, a deleted mlflow.db, or another MLFLOW_TRACKING_URI?). Point MLFLOW_TRACKING_URI at the "
+                'store that has it, or continue the training in a new run: ARGS="--tracking.if_run_missing new"'
             ) from None
 
     def _start_system_metrics(self, resume: bool) -> None:
@@ -212,19 +219,35 @@ class TrackedRun(Callback):
             log.warning("system metrics are off: %s", error)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        """Upload ``text`` as ``artifact_file`` (global rank 0, while the run is started)."""
-        self.uploads.add(artifact_file, lambda: self.client.log_text(self.id, text, artifact_file))
+        """Upload ``text`` as ``artifact_file`` (global rank 0, while the run is started); until the store has it,
+        it is a file in the run's folder, named in the journal."""
+        folder = Path(tempfile.mkdtemp(prefix="unsent-", dir=self.folder))
+        target = folder / artifact_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        self.log_artifacts(folder, None, what=artifact_file)
 
-    def log_artifacts(self, local_dir: Path, artifact_path: str | None) -> None:
-        """Upload ``local_dir`` (this run takes it over and deletes it afterwards) as ``artifact_path``."""
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None, what: str | None = None) -> None:
+        """Upload ``local_dir`` (this run takes it over) as ``artifact_path``; deleted once the store has it, kept
+        and named in the journal (``make replay``) while it has not."""
+        self.journal.file_to_upload(local_dir, artifact_path)
 
         def upload() -> None:
-            try:
-                self.client.log_artifacts(self.id, str(local_dir), artifact_path)
-            finally:
-                shutil.rmtree(local_dir, ignore_errors=True)
+            self.client.log_artifacts(self.id, str(local_dir), artifact_path)
+            self.journal.acknowledge(file=str(local_dir))
+            shutil.rmtree(local_dir, ignore_errors=True)
 
-        self.uploads.add(artifact_path or str(local_dir), upload)
+        self.uploads.add(what or artifact_path or str(local_dir), upload)
+
+    def _set_tag(self, key: str, value: str) -> None:
+        """Set a tag of the run in the background, through the journal."""
+        self.journal.tag(key, value)
+
+        def call() -> None:
+            self.client.set_tag(self.id, key, value)
+            self.journal.acknowledge(tag=key)
+
+        self.uploads.add(f"the {key} tag", call)
 
     # ---- what the run sees of the training, as a callback -----------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -269,10 +292,16 @@ class TrackedRun(Callback):
         deadline = time.monotonic() + self.settings.end_timeout_s
         keeper = self._checkpoints
         path = (keeper.best_model_path or keeper.last_model_path) if keeper is not None else ""
+        self.journal.status(status)  # first: a SIGKILL during the uploads below still leaves it for `make replay`
         if self.settings.log_checkpoints and path and Path(path).exists():
-            self.uploads.add(f"checkpoint {path}", lambda: self.client.log_artifact(self.id, path, "checkpoints"))
-            where = str(Path(path).resolve())
-            self.uploads.add("the best_checkpoint tag", lambda: self.client.set_tag(self.id, "best_checkpoint", where))
+            self.journal.file_to_upload(path, "checkpoints")
+
+            def upload_checkpoint() -> None:
+                self.client.log_artifact(self.id, path, "checkpoints")
+                self.journal.acknowledge(file=path)
+
+            self.uploads.add(f"checkpoint {path}", upload_checkpoint)
+            self._set_tag("best_checkpoint", str(Path(path).resolve()))
         if self._monitor is not None:
             self.uploads.add("system metrics", self._monitor.finish)
         unsent = self.sender.flush(max(0.0, deadline - time.monotonic()))
@@ -281,14 +310,25 @@ class TrackedRun(Callback):
         not_uploaded = self.uploads.failed + self.uploads.wait(max(0.0, deadline - time.monotonic()))
         if not_uploaded:
             note = ", ".join(not_uploaded)
-            self.uploads.add("the upload_failures tag", lambda: self.client.set_tag(self.id, "upload_failures", note))
+            self._set_tag("upload_failures", note)
             log.warning("not uploaded to MLflow run %s: %s", self.id, note)
-        self.uploads.add(f"the run status ({status})", lambda: self.client.set_terminated(self.id, status))
-        if self.uploads.wait(max(0.0, deadline - time.monotonic())):
+
+        def set_status() -> None:
+            self.client.set_terminated(self.id, status)
+            self.journal.acknowledge(status=True)
+
+        self.uploads.add(f"the run status ({status})", set_status)
+        late = self.uploads.wait(max(0.0, deadline - time.monotonic()))
+        if late:
             log.error(
                 "MLflow (%s) did not answer within %.0f s; run %s stays RUNNING there (`make runs` shows its process "
-                "as gone, and the next training of %s marks it KILLED)",
-                redact(self.uri), self.settings.end_timeout_s, self.id, self.experiment,
+                "as gone)",
+                redact(self.uri), self.settings.end_timeout_s, self.id,
+            )  # fmt: skip
+        if not self.journal.close():
+            log.error(
+                "what MLflow run %s has not received (%s) is in %s: `make replay RUN=%s` sends it",
+                self.id, ", ".join(late) or "metrics", self.journal.path, self.id,
             )  # fmt: skip
 
     def _save_unsent(self, rows: list[tuple[str, float, int, int]]) -> None:
