@@ -75,6 +75,8 @@ def test_bake_task_combination(tmp_path: Path, choice: dict[str, bool]) -> None:
         ({"mlflow_tracking_uri": "http://"}, "mlflow_tracking_uri 'http://' is not a tracking URI (no host"),
         ({"mlflow_tracking_uri": "sqlite:///"}, "mlflow_tracking_uri 'sqlite:///' is not a tracking URI"),
         ({"mlflow_tracking_uri": 'sqlite:///a"b.db'}, "is not a tracking URI (empty, or spaces, quotes"),
+        ({"description": "tasks\n\ttrain:\n\t\ttouch pwned"}, "description has a control character in it ('\\n')"),
+        ({"author": "Ann\u2028Lee"}, "author has a control character in it ('\\u2028')"),
     ],
 )
 def test_bad_answers_are_rejected_and_nothing_is_left(tmp_path: Path, answers: dict, message: str) -> None:
@@ -91,6 +93,12 @@ def test_bad_answers_are_rejected_and_nothing_is_left(tmp_path: Path, answers: d
 
 
 ODD = 'O\'Brien "OB" \\ é $HOME `id` $(id)'
+
+
+def test_an_emoji_in_the_description_bakes_valid_toml(tmp_path: Path) -> None:
+    description = "Prices 🚀 and captions, naïvely \U0001f600"  # beyond the BMP: tojson wrote surrogate pairs
+    project = bake(tmp_path, description=description, image_captioning=False, speech_transcription=False)
+    assert tomllib.loads((project / "pyproject.toml").read_text())["project"]["description"] == description
 
 
 def test_odd_answers_bake_a_valid_project(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keyword
 import re
 import sys
+import unicodedata
 from urllib.parse import urlparse
 
 # Answers as JSON strings: quotes, backslashes or `$` in them cannot break this file.
@@ -13,6 +14,14 @@ PACKAGE = {{ cookiecutter.package_name|tojson }}
 PYTHON = {{ cookiecutter.python_version|tojson }}
 TRACKING_URI = {{ cookiecutter.mlflow_tracking_uri|tojson }}
 TASKS = {{ cookiecutter.__tasks|tojson }}.split()  # the chosen tasks (template/cookiecutter.json)
+FREE_TEXT = {
+    "project_name": {{ cookiecutter.project_name|tojson }},
+    "description": {{ cookiecutter.description|tojson }},
+    "author": {{ cookiecutter.author|tojson }},
+}
+# A newline in an answer would end a Makefile or TOML line and turn the rest into code; tabs and other control
+# characters have no place in a one-line answer either.
+CONTROL = ("Cc", "Zl", "Zp")
 
 
 def problems() -> list[str]:
@@ -34,6 +43,13 @@ def problems() -> list[str]:
     version = re.fullmatch(r"3\.(\d+)", PYTHON.strip())
     if not version or int(version.group(1)) < 11:
         found.append(f"python_version {PYTHON!r} is not supported: use 3.11 or newer (e.g. '3.11').")
+    for name, value in FREE_TEXT.items():
+        bad = next((c for c in value if unicodedata.category(c) in CONTROL), None)
+        if bad is not None:
+            found.append(
+                f"{name} has a control character in it ({ascii(bad)}): write it on one line, without tabs or "
+                "control characters."
+            )
     problem = uri_problem(TRACKING_URI)
     if problem:
         found.append(
