@@ -50,7 +50,7 @@ def as_member(user: str, uri: str) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": MEMBERS[user]}
 
 
-def test_the_auth_config_is_written_once_and_private(tproject: Path) -> None:
+def test_the_auth_config_is_written_once_and_the_stores_are_private(tproject: Path) -> None:
     def auth_config() -> Path:
         return Path(subprocess.run(
             [sys.executable, "-m", f"{PACKAGE}.store", "auth-config"], cwd=tproject, env=project_env(tproject),
@@ -60,8 +60,13 @@ def test_the_auth_config_is_written_once_and_private(tproject: Path) -> None:
     path = auth_config()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "default_permission = EDIT" in path.read_text()
+    assert stat.S_IMODE((tproject / "mlflow-auth.db").stat().st_mode) == 0o600, "password hashes are private"
     path.write_text(path.read_text() + "# an admin's edit\n")
     assert auth_config() == path and path.read_text().endswith("# an admin's edit\n"), "the admin's edit stays"
+    subprocess.run([sys.executable, "-m", f"{PACKAGE}.store", "init"], cwd=tproject, env=project_env(tproject),
+                   check=True, capture_output=True)  # fmt: skip
+    assert stat.S_IMODE((tproject / "mlflow.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tproject / "mlartifacts").stat().st_mode) == 0o700
 
 
 def dead_run_tags(user: str) -> dict[str, str]:

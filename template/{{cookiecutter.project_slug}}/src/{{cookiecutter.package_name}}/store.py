@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import re
@@ -88,7 +89,18 @@ def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
         with open(f"{db}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first uses would race on CREATE TABLE
+            create_private(db)
+            (db.parent / "mlartifacts").mkdir(mode=0o700, exist_ok=True)
             MlflowClient(uri).search_experiments(max_results=1)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` (a SQLite file: empty is a new database) readable by its owner only, unless it exists.
+
+    On a shared host a default umask makes runs, artifacts and password hashes readable by every user.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def print_runs(uri: str, limit: int = 20) -> None:
@@ -135,6 +147,7 @@ def auth_config() -> Path:
     it: MLflow reads ``MLFLOW_AUTH_ADMIN_PASSWORD`` when it creates the user store.
     """
     path = project_root() / "mlflow-auth.ini"
+    create_private(project_root() / "mlflow-auth.db")  # the users' password hashes
     if path.exists():
         return path
     text = (
