@@ -16,9 +16,12 @@ Lightning removes one. Today there is one: ``Trainer._checkpoint_connector._hpc_
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import re
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +132,49 @@ def _resolve(value: str, task: str, runs_dir: str | Path, uri: str) -> Path:
 
 
 def from_store(uri: str, tracking_uri: str, out_dir: Path) -> Path:
-    """Download the checkpoint artifact of the run behind ``runs:/<run id>[/...]`` or ``models:/<name>/<ref>``."""
+    """Download the checkpoint artifact of the run behind ``runs:/<run id>[/...]`` or ``models:/<name>/<ref>``.
+
+    Once per machine and job: under torchrun or srun, every process of a node resolves ``--ckpt_path`` on its own;
+    local rank 0 downloads, the others wait for the file it names (``shared_download``).
+    """
+    marker = shared_download(uri, out_dir)
+    if marker is not None and local_rank() != 0:
+        return wait_for_download(marker)
+    final = _download(uri, tracking_uri, out_dir)
+    if marker is not None:
+        temporary = marker.with_suffix(".tmp")
+        temporary.write_text(str(final))
+        os.replace(temporary, marker)
+    return final
+
+
+def local_rank() -> int:
+    """This process's rank on its machine, as torchrun or srun set it (0 when neither did)."""
+    value = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID") or "0"
+    return int(value) if value.isdigit() else 0
+
+
+def shared_download(uri: str, out_dir: Path) -> Path | None:
+    """The file in which local rank 0 of this job names what it downloaded for ``uri`` (None outside a launcher)."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{job}\0{uri}".encode()).hexdigest()[:16]
+    return out_dir / f".resolved-{key}"
+
+
+def wait_for_download(marker: Path, timeout_s: float = 900.0) -> Path:
+    """The checkpoint local rank 0 downloaded, once it is there."""
+    deadline = time.monotonic() + timeout_s
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"local rank 0 did not download the checkpoint within {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return Path(marker.read_text().strip())
+
+
+def _download(uri: str, tracking_uri: str, out_dir: Path) -> Path:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -157,7 +202,13 @@ def from_store(uri: str, tracking_uri: str, out_dir: Path) -> Path:
         )
     target = out_dir / run
     target.mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run, chosen, str(target)))
+    # Into a folder of its own, then renamed into place: ranks that torchrun or srun started download at once, and
+    # none may read a file another is still writing.
+    with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as folder:
+        downloaded = Path(client.download_artifacts(run, chosen, folder))
+        final = target / downloaded.name
+        os.replace(downloaded, final)
+    return final
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
