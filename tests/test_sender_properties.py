@@ -119,3 +119,15 @@ def test_every_row_is_acknowledged_or_handed_back(package, steps) -> None:
         sender.closed = False
         sender._send()
         assert all(r in set(store.metrics) or r[0] in sender.rejected for r in logged)
+
+
+def test_resuming_a_run_deleted_in_the_ui_is_refused_like_a_missing_one(package) -> None:
+    from demo_project.run import RunMissing, RunSettings, TrackedRun
+
+    deleted = SimpleNamespace(info=SimpleNamespace(lifecycle_stage="deleted"))
+    client = SimpleNamespace(get_run=lambda run_id: deleted)
+    refused = TrackedRun(RunSettings(), "sqlite:////tmp/none.db", "forecasting", "runs", "")
+    with pytest.raises(RunMissing, match="deleted in the UI"):
+        refused._continued(client, "0123456789abcdef0123456789abcdef")
+    anew = TrackedRun(RunSettings(if_run_missing="new"), "sqlite:////tmp/none.db", "forecasting", "runs", "")
+    assert anew._continued(client, "0123456789abcdef0123456789abcdef") is None, "a new run instead"
