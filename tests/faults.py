@@ -31,9 +31,12 @@ class SignalAtStep(Callback):
 
 
 class BreakArtifactUploads(Callback):
-    """Every artifact upload fails, as on a full disk or a read-only artifact folder; metrics still go through."""
+    """Every artifact upload fails, as on a full disk or a read-only artifact folder; metrics still go through.
 
-    def setup(self, trainer, pl_module, stage) -> None:
+    Broken from the moment the callback is made (the config is parsed), before the run starts and uploads its config.
+    """
+
+    def __init__(self) -> None:
         from mlflow import MlflowClient
 
         def full(*args, **kwargs):

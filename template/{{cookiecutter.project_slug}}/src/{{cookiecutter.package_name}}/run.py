@@ -325,11 +325,12 @@ class TrackedRun(Callback):
                 "as gone)",
                 redact(self.uri), self.settings.end_timeout_s, self.id,
             )  # fmt: skip
+        left = self.journal.pending
         if not self.journal.close():
-            log.error(
-                "what MLflow run %s has not received (%s) is in %s: `make replay RUN=%s` sends it",
-                self.id, ", ".join(late) or "metrics", self.journal.path, self.id,
-            )  # fmt: skip
+            what = f"{len(left.metrics)} metric values, {len(left.params)} params, {len(left.tags)} tags, "
+            what += f"{len(left.files)} files{', the status' if left.status else ''}"
+            log.error("MLflow run %s has not received %s; they are in %s: `make replay RUN=%s` sends them",
+                      self.id, what, self.journal.path, self.id)  # fmt: skip
 
     def _save_unsent(self, rows: list[tuple[str, float, int, int]]) -> None:
         path = self.folder / "unsent_metrics.csv"
