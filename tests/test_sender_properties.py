@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 KEYS = ("train/loss", "val/loss", "val/acc@1")  # MLflow's server rejects "@" in a metric name
 BAD_PARAM = "optimizer/lr@warmup"  # and in a param name: refused before it is sent
+SERVER_REFUSES = "data/refused_by_this_server"  # a name MLflow's validator accepts and this store refuses
 
 
 class Transient(Exception):
@@ -43,7 +44,7 @@ class FakeStore:
             raise self.rejection("run state: deleted")
         if self.failing:
             raise Transient("connection refused")
-        if any("@" in m.key for m in metrics) or any("@" in p.key for p in params):
+        if any("@" in m.key for m in metrics) or any("@" in p.key or p.key == SERVER_REFUSES for p in params):
             raise self.rejection("name")
         self.metrics += [(m.key, m.value, m.timestamp, m.step) for m in metrics]
         self.params.update({p.key: p.value for p in params})
@@ -62,8 +63,12 @@ class FakeStore:
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("metrics"), st.lists(st.sampled_from(KEYS), min_size=1, max_size=4)),
-        st.tuples(st.just("params"), st.dictionaries(st.sampled_from(["lr", "backbone", BAD_PARAM]), st.just("1"))),
+        st.tuples(
+            st.just("params"),
+            st.dictionaries(st.sampled_from(["lr", "backbone", BAD_PARAM, SERVER_REFUSES]), st.just("1")),
+        ),
         st.tuples(st.just("send"), st.none()),
+        st.tuples(st.just("flush"), st.none()),
         st.tuples(st.just("store fails"), st.booleans()),
         st.tuples(st.just("run deleted"), st.none()),
     ),
@@ -98,6 +103,8 @@ def test_every_row_is_acknowledged_or_handed_back(package, steps) -> None:
                 sender._send()
             except Exception as error:
                 assert isinstance(error, Transient) or store.deleted, error  # nothing else escapes a send
+        elif what == "flush":  # the end of a command (validate, then test) hands back what is left
+            assert set(sender.flush(0)) <= set(read(journal.path).metrics), "what is handed back is journaled"
         elif what == "store fails":
             store.failing = value
         else:
@@ -112,13 +119,15 @@ def test_every_row_is_acknowledged_or_handed_back(package, steps) -> None:
         assert row in acknowledged or row in journaled.metrics or row[0] in sender.rejected, row
     assert not acknowledged - set(logged), "nothing the training did not log"
     assert not any("@" in key for key in sender.params) and BAD_PARAM not in store.params
+    assert SERVER_REFUSES not in store.params
     for key, value in params.items():
-        if key != BAD_PARAM:
+        if key not in (BAD_PARAM, SERVER_REFUSES):
             assert store.params.get(key) == value or journaled.params.get(key) == value, key
     if not store.deleted and not store.failing:  # a store that answers takes every metric, whatever the params
         sender.closed = False
         sender._send()
         assert all(r in set(store.metrics) or r[0] in sender.rejected for r in logged)
+        assert not sender.params, "a param the store refuses is dropped, not retried forever"
 
 
 def test_resuming_a_run_deleted_in_the_ui_is_refused_like_a_missing_one(package) -> None:
