@@ -29,7 +29,9 @@ def stand_ins(folder: Path) -> tuple[Path, Path]:
     venv = folder / "venv"
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
-    python.write_text(f'#!/bin/sh\ncase "$1" in -c) exec {sys.executable} "$@";; esac\necho sqlite:///{folder}/x.db\n')
+    python.write_text(
+        f'#!/bin/sh\ncase "$1" in -c) exec {sys.executable} "$@";; esac\necho "${{STORE_URI:-sqlite:///{folder}/x.db}}"\n'
+    )  # `store init` prints $STORE_URI
     for name in ("torchrun", "mlflow"):
         (venv / "bin" / name).write_text("#!/bin/sh\nexit 0\n")
     tools = folder / "tools"
@@ -76,3 +78,15 @@ def test_a_finished_slurm_array_task_removes_its_own_preemption_checkpoints(proj
         for folder in folders.values():
             (folder / "hpc_ckpt_1.ckpt").unlink(missing_ok=True)
     assert left == {"77_4", "78"}, left
+
+
+@pytest.mark.parametrize("target", ["mlflow-ui", "mlflow-server"])
+def test_the_store_uri_reaches_mlflow_in_its_environment_not_its_argv(project: Path, tmp_path: Path, target) -> None:
+    """A database URI with a password in it, which every user of the host would see in `ps`."""
+    venv, tools = stand_ins(tmp_path)
+    (venv / "bin" / "mlflow").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nenv > {tmp_path}/env\n')
+    store = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
+    env = {**os.environ, "STORE_URI": store}
+    subprocess.run(["make", "-C", str(project), f"VENV={venv}", target], env=env, check=True, capture_output=True)
+    assert "S3cret-pw" not in (tmp_path / "argv").read_text()
+    assert f"MLFLOW_BACKEND_STORE_URI={store}" in (tmp_path / "env").read_text().splitlines()
