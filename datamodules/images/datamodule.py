@@ -16,16 +16,8 @@ from torchvision.transforms import v2
 
 from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
 from .dataset import CaptionDataset, collate
-from .files import (
-    IMAGE_SUFFIXES,
-    MAX_PIXELS,
-    OTHER_IMAGE_SUFFIXES,
-    READERS,
-    check_image,
-    detect_format,
-    image_root,
-    inside,
-)
+from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
+from .files import READERS, detect_format, image_root, inside
 from .text import build_vocab, most_common, words
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,6 @@
-"""Reading what users bring for captioning: images of any mode and size, and captions as COCO, CSV or JSONL.
+"""Reading what users bring for captioning: captions as COCO, CSV or JSONL, naming images (``decode.py`` reads those).
 
-Images are checked by decoding them in full (a truncated JPEG has a valid header), within a pixel limit set
-before decoding (a 30k x 30k PNG is a few kilobytes on disk and 2.7 GB decoded); image names in the captions
-must stay inside the image folder unless the user allows otherwise.
+Image names in the captions must stay inside the image folder unless the user allows otherwise.
 """
 
 from __future__ import annotations
@@ -13,77 +11,9 @@ import json
 import os
 from pathlib import Path
 
-import torch
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms import v2
-
 from ..common import DataError, SkipLog, existing_path, read_text, sniff_separator
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# Images that phones and cameras save and may not be decodable here: taken into a folder to caption so that each
-# one is decoded or refused by name with the fix, never left out without a word.
-OTHER_IMAGE_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".dng", ".cr2", ".nef", ".arw"}
-MAX_PIXELS = 100_000_000  # ~300 MB as decoded RGB: a 100-megapixel photo is accepted, a decompression bomb is not
 Entry = tuple[str, str, str]  # (image name, caption, where it came from: "captions.csv row 7")
-# PIL's own bomb check has a fixed limit and would override data.max_image_pixels; the size is checked here instead.
-Image.MAX_IMAGE_PIXELS = None
-
-
-def image_size_problem(image: Image.Image, max_pixels: int) -> str | None:
-    """Why an opened (not yet decoded) image is too large or empty to use, or None."""
-    width, height = image.size
-    if width * height > max_pixels:
-        return (
-            f"is {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than data.max_image_pixels = "
-            f"{max_pixels:,}; shrink it or raise the limit"
-        )
-    if width * height == 0:
-        return "has no pixels"
-    return None
-
-
-def read_image(path: Path, size: int, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Decode any image (grayscale, RGBA, palette, 16-bit) to a ``size`` x ``size`` uint8 RGB tensor."""
-    try:
-        with Image.open(path) as header:  # reads the header only: the size is known before decoding
-            problem = image_size_problem(header, max_pixels)
-    except Exception as error:  # PIL raises many types for damaged files; all mean "not an image we can read"
-        raise DataError(f"image {str(path)!r} cannot be decoded ({type(error).__name__}: {error})") from None
-    if problem:
-        raise DataError(f"image {str(path)!r} {problem}")
-    try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as error:
-        try:  # formats torchvision does not decode (BMP, TIFF) go through PIL
-            with Image.open(path) as pil:
-                image = v2.functional.pil_to_tensor(pil.convert("RGB"))
-        except Exception:
-            raise DataError(f"image {str(path)!r} cannot be decoded ({error}); replace or remove it") from None
-    if image.ndim == 4:  # animated GIF: the first frame
-        image = image[0]
-    if image.dtype != torch.uint8:  # 16-bit PNGs
-        image = (image.float() / 257).round().to(torch.uint8)
-    if image.shape[-2:] == (size, size):
-        return image
-    return v2.functional.resize(image, [size, size], antialias=True)
-
-
-def check_image(path: Path, max_pixels: int = MAX_PIXELS) -> str | None:
-    """Why ``path`` is not a usable image, or None: it exists, is within the pixel limit and decodes to the end."""
-    if not path.is_file():
-        return "does not exist"
-    try:
-        with Image.open(path) as image:
-            problem = image_size_problem(image, max_pixels)
-            if problem:
-                return problem
-            image.draft("RGB", (64, 64))  # JPEG: decode at up to 1/8 scale; every byte is still read
-            image.load()
-    except Exception as error:  # any decoder failure (truncated, corrupt, unsupported) means "not readable"
-        fix = "; convert it to PNG or JPEG" if path.suffix.lower() in OTHER_IMAGE_SUFFIXES else ""
-        return f"is not a readable image ({type(error).__name__}: {error}){fix}"
-    return None
 
 
 def inside(root: Path, name: str) -> bool:
