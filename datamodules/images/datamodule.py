@@ -47,8 +47,8 @@ class ImageCaptionDataModule(LightningDataModule):
     Args:
         path: COCO captions JSON, CSV with ``image,caption`` columns, or a folder / file ``metadata.jsonl``
             with ``file_name,text``.
-        image_root: folder the image names are relative to (default: ``images/`` next to ``path`` if present,
-            else the folder of ``path``).
+        image_root: folder the image names are relative to (default: the folder of ``path`` or ``images/`` in
+            it, whichever holds the named images; the log says which).
         format: ``auto`` detects it from ``path``.
         image_size: images are resized to a square of this size.
         min_freq: words seen fewer times in the training captions become ``<unk>``.
@@ -128,9 +128,9 @@ class ImageCaptionDataModule(LightningDataModule):
         fmt = detect_format(path, self.hparams.format)
         if path.is_dir() and fmt != "jsonl":
             raise DataError(f"data.path {str(path)!r} is a folder; format {fmt} needs the captions file")
-        root = image_root(path, fmt, self.hparams.image_root)
         skips = SkipLog(self.hparams.on_bad_input, "captions")
         entries = READERS[fmt](path, skips)
+        root = image_root(path, fmt, self.hparams.image_root, (name for name, _, _ in entries))
         total = len(entries) + len(skips.reasons)
         problems = self._check_images(root, {name for name, _, _ in entries})
         by_image: dict[str, list[str]] = {}

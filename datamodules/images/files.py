@@ -8,11 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from ..common import DataError, SkipLog, existing_path, read_text, sniff_separator
+from ..common import DataError, SkipLog, existing_path, read_text, refuse_duplicates, sniff_separator
+from ..unpack import EXCEL_SUFFIXES, plain_suffix
 
+log = logging.getLogger(__name__)
 Entry = tuple[str, str, str]  # (image name, caption, where it came from: "captions.csv row 7")
 
 
@@ -27,24 +31,39 @@ def detect_format(path: Path, format: str) -> str:
     """``coco``, ``csv`` or ``jsonl``: ``format`` unless it is ``auto``, else told by the path."""
     if format != "auto":
         return format
-    if path.is_dir() or path.name == "metadata.jsonl" or path.suffix == ".jsonl":
+    suffix = plain_suffix(path)  # captions.csv.gz is a CSV
+    if path.is_dir() or path.name == "metadata.jsonl" or suffix == ".jsonl":
         return "jsonl"
-    if path.suffix.lower() in (".json", ".csv", ".tsv", ".txt"):  # Flickr8k ships its CSV as captions.txt
-        return "coco" if path.suffix.lower() == ".json" else "csv"
+    if suffix in (".json", ".csv", ".tsv", ".txt", *EXCEL_SUFFIXES):  # Flickr8k ships its CSV as captions.txt
+        return "coco" if suffix == ".json" else "csv"
     raise DataError(
         f"cannot tell the format of {str(path)!r}: use a .json (COCO), .csv or metadata.jsonl, "
         "or set data.format to coco, csv or jsonl"
     )
 
 
-def image_root(path: Path, fmt: str, given: str | None) -> Path:
-    """Where image names are relative to: ``given``, else ``images/`` next to the captions if present, else there."""
+def image_root(path: Path, fmt: str, given: str | None, names: Iterable[str] = ()) -> Path:
+    """Where image names are relative to: ``given``, else the folder of the captions file or ``images/`` in it.
+
+    With both at hand, the one that holds more of the named images (of the first 200) is used, ``images/`` on a
+    tie, and the log says which: COCO exports keep images in ``images/``, Flickr8k-style CSVs next to the file.
+    """
     if given:
         return existing_path(given, "image root", "Set data.image_root to the image folder.")
     base = path if path.is_dir() else path.parent
-    root = base / "images" if fmt != "jsonl" and (base / "images").is_dir() else base
-    if not root.is_dir():
-        raise DataError(f"image root {str(root)!r} does not exist; set data.image_root to the image folder")
+    if not base.is_dir():
+        raise DataError(f"image root {str(base)!r} does not exist; set data.image_root to the image folder")
+    folder = base / "images"
+    if fmt == "jsonl" or not folder.is_dir():
+        return base
+    sample = sorted(set(names))[:200]
+    found = {root: sum((root / n).is_file() for n in sample) for root in (folder, base)}
+    root = base if found[base] > found[folder] else folder
+    log.info(
+        "%s: image names are relative to %s (%d of %d checked found there, %d in %s); set data.image_root to choose",
+        path.name, root, found[root], len(sample), found[base if root == folder else folder],
+        base if root == folder else folder,
+    )  # fmt: skip
     return root
 
 
@@ -100,6 +119,7 @@ def read_csv(path: Path, skips: SkipLog) -> list[Entry]:
         header = [c.strip().lower() for c in next(reader, [])]
         if not {"image", "caption"} <= set(header):
             raise DataError(f"{path.name} needs the columns 'image,caption'; it has {header} ({separator!r}-separated)")
+        refuse_duplicates(path.name, header, ["image", "caption"])
         image, caption = header.index("image"), header.index("caption")
         out = []
         for row in reader:
