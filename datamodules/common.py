@@ -7,6 +7,7 @@ import codecs
 import hashlib
 import logging
 import math
+import os
 import unicodedata
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -45,6 +46,13 @@ def check_positive(**values: float) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise DataError(f"data.{name} must be a positive number, not {value!r}")
+
+
+def check_workers(num_workers: int) -> None:
+    """Loader processes: 0 (load in the training process) up to 4 per CPU; more only fork until the machine stalls."""
+    most = 4 * (os.cpu_count() or 1)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or not 0 <= num_workers <= most:
+        raise DataError(f"data.num_workers is {num_workers!r}; it must be a whole number from 0 to {most} (4 per CPU)")
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:

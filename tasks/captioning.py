@@ -20,6 +20,7 @@ from ..datamodules.images import CaptionSpec
 from ..datamodules.images.datamodule import IMAGENET_MEAN, IMAGENET_STD
 from ..datamodules.images.text import BOS, EOS, PAD
 from ..samples import Samples
+from .settings import check_model_settings
 
 LENGTH_PENALTY = 0.7  # beam scores are divided by length**0.7 so that short captions are not always preferred
 
@@ -124,6 +125,15 @@ class ImageCaptioner(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["spec"])
+        check_model_settings(
+            sizes={"d_model": d_model, "num_layers": num_layers, "num_heads": num_heads, "max_length": max_length,
+                   "beam_size": beam_size},
+            rates={"lr": lr}, fractions={"dropout": dropout, "label_smoothing": label_smoothing},
+            non_negative={"weight_decay": weight_decay, "warmup_steps": warmup_steps, "num_samples": num_samples},
+        )  # fmt: skip
+        if d_model % num_heads:
+            raise ValueError(f"model.init_args.d_model ({d_model}) must be a multiple of model.init_args.num_heads "
+                             f"({num_heads}): each head takes an equal share")  # fmt: skip
         self.encoder, channels = build_encoder(encoder, pretrained, weights_path)
         if freeze_encoder:
             self.encoder.requires_grad_(False)

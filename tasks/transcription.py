@@ -14,6 +14,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ..datamodules.audio import SpeechSpec
 from ..datamodules.audio.features import FeaturePipeline
 from ..samples import Samples
+from .settings import check_model_settings
 
 
 class ConvSubsampling(nn.Module):
@@ -86,6 +87,15 @@ class SpeechTranscriber(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["spec"])
+        check_model_settings(
+            sizes={"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+                   "conv_channels": conv_channels},
+            rates={"lr": lr}, fractions={"dropout": dropout},
+            non_negative={"weight_decay": weight_decay, "samples_to_log": samples_to_log},
+        )  # fmt: skip
+        if encoder == "conformer" and hidden_size % num_heads:
+            raise ValueError(f"model.init_args.hidden_size ({hidden_size}) must be a multiple of "
+                             f"model.init_args.num_heads ({num_heads}) for the conformer")  # fmt: skip
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
         metrics = MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate()})
         self.metrics = nn.ModuleDict({stage: metrics.clone(prefix=f"{stage}/") for stage in ("val", "test")})

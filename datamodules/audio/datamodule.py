@@ -12,7 +12,16 @@ import soundfile as sf
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
+from ..common import (
+    BadInputPolicy,
+    DataError,
+    SkipLog,
+    check_fractions,
+    check_positive,
+    check_workers,
+    existing_path,
+    split_by_group,
+)
 from .dataset import Collate, LengthGroupedSampler, SpeechDataset
 from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
@@ -86,8 +95,9 @@ class SpeechDataModule(LightningDataModule):
         super().__init__()
         check_positive(batch_size=batch_size, sample_rate=sample_rate, n_mels=n_mels, max_duration=max_duration)
         check_positive(time_reduction=time_reduction)
-        if num_workers < 0 or cache_audio_gb < 0:
-            raise DataError("data.num_workers and data.cache_audio_gb must be 0 or more")
+        check_workers(num_workers)
+        if cache_audio_gb < 0:
+            raise DataError("data.cache_audio_gb must be 0 or more")
         check_fractions(val_fraction, test_fraction)
         SkipLog(on_bad_input, "utterances")  # refuses an unknown policy now, not after reading
         self.save_hyperparameters()

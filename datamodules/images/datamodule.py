@@ -14,7 +14,16 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
+from ..common import (
+    BadInputPolicy,
+    DataError,
+    SkipLog,
+    check_fractions,
+    check_positive,
+    check_workers,
+    existing_path,
+    split_by_group,
+)
 from .dataset import CaptionDataset, collate
 from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
 from .files import READERS, detect_format, image_root, inside
@@ -91,8 +100,9 @@ class ImageCaptionDataModule(LightningDataModule):
         check_positive(
             image_size=image_size, batch_size=batch_size, min_freq=min_freq, max_image_pixels=max_image_pixels
         )
-        if max_caption_length < 1 or num_workers < 0:
-            raise DataError("data.max_caption_length must be 1 or more and data.num_workers 0 or more")
+        check_workers(num_workers)
+        if max_caption_length < 1:
+            raise DataError(f"data.max_caption_length must be 1 or more, not {max_caption_length}")
         check_fractions(val_fraction, test_fraction)
         SkipLog(on_bad_input, "captions")  # refuses an unknown policy now, not after reading
         self.save_hyperparameters()

@@ -17,7 +17,7 @@ import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from ..common import DataError, check_fractions, check_positive, existing_path
+from ..common import DataError, check_fractions, check_positive, check_workers, existing_path
 from .calendar import future_stamps, labels
 from .files import Series, parse_series, read_table
 from .windows import WindowDataset, _batched
@@ -78,8 +78,7 @@ class PriceDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         check_positive(lookback=lookback, horizon=horizon, batch_size=batch_size)
-        if num_workers < 0:
-            raise DataError(f"data.num_workers must be 0 or more, not {num_workers}")
+        check_workers(num_workers)
         check_fractions(val_fraction, test_fraction)
         self.save_hyperparameters()
         self.spec: PriceSpec | None = None

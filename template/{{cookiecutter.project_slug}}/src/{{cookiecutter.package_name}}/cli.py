@@ -40,11 +40,14 @@ from .checkpoints import (
     own_hpc_checkpoint,
     resolve,
     run_id,
+    untracked_checkpoints,
 )
 from .datamodules.common import DataError
 from .describe import describe_run
+from .errors import explain
 from .mlflow_logger import MLflowLogger
 from .predict import PredictionWriter
+from .preflight import PreflightError, check_command
 from .run import LogConfig, RunMissing, RunSettings, TrackedRun
 from .samples import SamplePredictions
 from .store import TrackingUnavailable, prepare_store, tracking_uri
@@ -72,6 +75,7 @@ class TaskCLI(LightningCLI):
                 save_config_callback=LogConfig,
                 save_config_kwargs={"overwrite": True},
                 trainer_defaults={"default_root_dir": RUNS_DIR},
+                parser_kwargs={"exit_on_error": False},  # a parse error raises: main() prints it as one line
                 args=args,
             )
         except BaseException:
@@ -117,6 +121,7 @@ class TaskCLI(LightningCLI):
 
     # 2. the store --------------------------------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
+        check_command(self.subcommand, self.config[self.subcommand])  # folders it writes, trainer values, at once
         if self.config[self.subcommand].trainer.logger is not False and rank_zero_only.rank == 0:
             prepare_store(tracking_uri())
 
@@ -128,7 +133,7 @@ class TaskCLI(LightningCLI):
             cause = _first_cause(error)  # jsonargparse wraps what a class raised in a message of its own
             if isinstance(cause, DataError):
                 raise cause from None
-            raise ConfigError(str(cause)) from None
+            raise ConfigError(explain(cause) or str(cause)) from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config_init[self.subcommand]
@@ -151,7 +156,10 @@ class TaskCLI(LightningCLI):
         if trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar(leave=True))
         own = {"logger": loggers, "callbacks": callbacks, "plugins": plugins, "default_root_dir": str(job_root(root))}
-        return super().instantiate_trainer(**{**own, **kwargs})
+        made = super().instantiate_trainer(**{**own, **kwargs})
+        if loggers is False:  # no run folder: a folder of its own per training, where best/last find it
+            untracked_checkpoints(made, root, task.name, config.get("ckpt_path"))
+        return made
 
     # 4. data -> model ----------------------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -273,8 +281,12 @@ def main(args: ArgsType = None) -> None:
         package.propagate = False
     try:
         TaskCLI(args=args)
-    except (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing) as error:  # not our bug
+    except (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing, PreflightError) as error:
         raise SystemExit(f"ERROR: {_one_line(error)}") from None
+    except Exception as error:  # a config value Lightning or jsonargparse refused: one line; anything else traces
+        if explain(error) is None:
+            raise
+        raise SystemExit(f"ERROR: {explain(error)}") from None
     except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
         print("Stopped by SIGTERM; `make resume` continues from last.ckpt.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None

@@ -54,7 +54,14 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on an unreachable server; create a SQLite store's tables once, under a file lock."""
+    """Fail fast on a URI no store reads or an unreachable server; create a SQLite store's tables once, under a
+    file lock."""
+    from .preflight import PreflightError, check_tracking_uri
+
+    try:
+        check_tracking_uri(uri)
+    except PreflightError as error:
+        raise TrackingUnavailable(str(error)) from None
     if uri.startswith(("http://", "https://")):
         import requests
 
