@@ -187,7 +187,12 @@ def untracked_checkpoints(trainer: Trainer, root: str | Path, task: str, resumed
     finds it. Lightning would otherwise put every task's checkpoints in one ``<runs>/checkpoints/``, numbered
     ``-v1``, ``-v2``. A resumed untracked training continues in the folder of its checkpoint.
     """
-    folder = Path(root) / task / f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "checkpoints"
+    name = f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    folder = Path(root) / task / name / "checkpoints"
+    for n in range(2, 1000):  # a second training of this process in the same second
+        if not folder.parent.exists():
+            break
+        folder = Path(root) / task / f"{name}-{n}" / "checkpoints"
     parts = Path(resumed).parts if resumed else ()
     if len(parts) >= 3 and parts[-2] == "checkpoints" and parts[-3].startswith("untracked-"):
         folder = Path(resumed).parent

@@ -67,16 +67,16 @@ def check_tracking_uri(uri: str) -> None:
         if not parsed.hostname and not parsed.path.strip("/"):
             raise refuse("names no database server")
         return
+    if scheme == "databricks" or uri.startswith("databricks"):
+        configured = os.environ.get("DATABRICKS_HOST") or (Path.home() / ".databrickscfg").is_file()
+        if not configured:
+            raise refuse("needs DATABRICKS_HOST and DATABRICKS_TOKEN (or ~/.databrickscfg)")
+        return
     if scheme == "file" or (not scheme and uri):
         folder = Path(parsed.path if scheme == "file" else uri).expanduser()
         if scheme == "file" and parsed.netloc not in ("", "localhost"):
             raise refuse("names a host; a file store is a local folder (file:///absolute/folder)")
         check_writable([folder], what="the tracking store's folder")
-        return
-    if scheme == "databricks" or uri.startswith("databricks"):
-        configured = os.environ.get("DATABRICKS_HOST") or (Path.home() / ".databrickscfg").is_file()
-        if not configured:
-            raise refuse("needs DATABRICKS_HOST and DATABRICKS_TOKEN (or ~/.databrickscfg)")
         return
     raise refuse(f"has the scheme {scheme + ':' if scheme else '(none)'}, which no MLflow store reads")
 
