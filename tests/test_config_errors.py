@@ -139,3 +139,29 @@ def test_every_key_given_a_bad_value_ends_in_success_or_one_line_naming_it(cli, 
             assert runs == 0, f"--{key} {value}: refused, yet an MLflow run was created ({line})"
 
     check()
+
+
+CONFIG_FILES = {  # a second --config as users write one, and what its one line must say
+    "unknown-key": (
+        "trainer:\n  max_epochz: 3\n",
+        ["trainer.max_epochz: no such setting", "did you mean trainer.max_epochs?"],
+    ),  # noqa: E501
+    "not-yaml": ("trainer:\n  max_epochs: [3\n", ["--config: not a valid YAML file", "line 2"]),
+    "missing": (None, ["--config: File does not exist", "nowhere.yaml"]),
+}
+
+
+@pytest.mark.parametrize(("text", "says"), CONFIG_FILES.values(), ids=CONFIG_FILES.keys())
+def test_config_file_mistakes_are_one_line_too(cli, tmp_path, text, says):
+    path = tmp_path / ("extra.yaml" if text is not None else "nowhere.yaml")
+    if text is not None:
+        path.write_text(text)
+    code, line, printed, runs = cli.fit("forecasting", *cli.data_args("forecasting"), "--config", str(path))
+    assert code == 1 and "\n" not in line and "Traceback" not in printed and runs == 0, (line, printed[-2000:])
+    for words in says:
+        assert words in line, (words, line)
+
+
+def test_a_flag_without_its_value_is_named(cli):
+    code, line, _, runs = cli.fit("forecasting", *cli.data_args("forecasting"), "--trainer.max_epochs")
+    assert code == 1 and "trainer.max_epochs: expected one argument" in line and runs == 0, line

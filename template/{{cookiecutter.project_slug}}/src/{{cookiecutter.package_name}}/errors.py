@@ -38,7 +38,21 @@ def parse_error(message: str) -> str:
         key, value = unknown.group(2), (unknown.group(3) or "").strip()
         shown = f" = {value}" if value else ""
         return f"{key}{shown}: no such setting{_close_to(key)}; {HELP.format(package=_package())}"
+    flat = " ".join(message.split())
+    refused = re.search(r"does not accept option '([\w.]+)'", message)  # a key in a config file
+    if refused:
+        return f"{refused.group(1)}: no such setting{_close_to(refused.group(1))}; {HELP.format(package=_package())}"
+    if "Problems parsing config" in message:
+        return f"--config: not a valid YAML file ({flat.partition(': ')[2][:240]})"
+    missing = re.search(r'Parser key "config": (File does not exist: .*)', message)
+    if missing:
+        return f"--config: {missing.group(1)}"
+    needs = re.match(r"argument --([\w.]+): (expected .*)", flat)
+    if needs:
+        return f"{needs.group(1)}: {needs.group(2)} (a value after --{needs.group(1)})"
     keys = re.findall(r'Parser key "([^"]+)"', message)
+    if not keys:
+        return flat
     key = ".".join(_join_keys(keys, message)) or "config"
     option = re.search(r"Option '([^']+)' is not accepted|Key '([^']+)' is not expected", message)
     if option:
