@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ..datamodules.audio import SpeechSpec
 from ..datamodules.audio.features import FeaturePipeline
-from ..samples import Samples
+from ..examples import Examples
+from .base import TaskModule
 from .settings import check_model_settings
 
 
@@ -59,7 +58,7 @@ class ConformerEncoder(nn.Module):
         return self.conformer(x, lengths)[0]
 
 
-class SpeechTranscriber(LightningModule):
+class SpeechTranscriber(TaskModule):
     """A CTC speech recognizer: conv subsampling + BiLSTM/GRU (or Conformer) -> characters, greedy decoding; scored
     by WER and CER next to the WER of always writing the most common word of the training transcripts
     (``common_wer``, a little below 1.0).
@@ -67,10 +66,12 @@ class SpeechTranscriber(LightningModule):
     Args:
         encoder: ``lstm`` (default, fast on CPU), ``gru`` or ``conformer`` (torchaudio).
         hidden_size: RNN hidden size per direction, or the Conformer width.
-        samples_to_log: reference/hypothesis pairs logged to MLflow each validation epoch.
+        examples_to_log: reference/hypothesis pairs logged to MLflow each validation epoch.
         spec: the data's ``SpeechSpec`` (characters, feature settings, common word) as a checkpoint keeps
             it; for a new training the CLI passes the DataModule's to ``configure`` instead.
     """
+
+    spec_type = SpeechSpec
 
     def __init__(
         self,
@@ -82,7 +83,7 @@ class SpeechTranscriber(LightningModule):
         dropout: float = 0.1,
         lr: float = 2e-3,
         weight_decay: float = 1e-2,
-        samples_to_log: int = 8,
+        examples_to_log: int = 8,
         spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -91,7 +92,7 @@ class SpeechTranscriber(LightningModule):
             sizes={"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
                    "conv_channels": conv_channels},
             rates={"lr": lr}, fractions={"dropout": dropout},
-            non_negative={"weight_decay": weight_decay, "samples_to_log": samples_to_log},
+            non_negative={"weight_decay": weight_decay, "examples_to_log": examples_to_log},
         )  # fmt: skip
         if encoder == "conformer" and hidden_size % num_heads:
             raise ValueError(f"model.init_args.hidden_size ({hidden_size}) must be a multiple of "
@@ -102,14 +103,10 @@ class SpeechTranscriber(LightningModule):
         # the same references scored against the most common training word: what learning has to beat
         self.baseline = nn.ModuleDict({stage: WordErrorRate() for stage in ("val", "test")})
         self.spec: SpeechSpec | None = None
-        if spec is not None:
-            self.configure(SpeechSpec(**spec))
+        self.restore(spec)
 
-    def configure(self, spec: SpeechSpec) -> None:
-        """Build the layers that depend on the data (features, output characters), once: from the DataModule or
-        the checkpoint."""
-        self.spec = spec
-        self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
+    def build(self, spec: SpeechSpec) -> None:
+        """The layers that depend on the data: features as in training, one output per character."""
         hp = self.hparams
         self.features = FeaturePipeline(**spec.features)
         dim = hp.hidden_size
@@ -138,40 +135,25 @@ class SpeechTranscriber(LightningModule):
             texts.append(" ".join("".join(chars).split()))
         return texts
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
+    def shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
         """The CTC loss of a batch, and outside training its transcripts and error rates."""
         log_probs, lengths = self(batch)
         loss = self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"])
-        if stage == "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+        if stage == "train":
             return loss, None
-        size = len(batch["text"])
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         hypotheses = self.decode(log_probs, lengths)
-        self.metrics[stage].update(hypotheses, batch["text"])
-        self.log_dict(self.metrics[stage], batch_size=size, prog_bar=True)
-        if self.spec.common_word:
-            self.baseline[stage].update([self.spec.common_word] * size, batch["text"])
-            self.log(f"{stage}/common_wer", self.baseline[stage], batch_size=size)
+        self.log_text_scores(stage, loss, hypotheses, batch["text"], self.spec.common_word, "common_wer")
         return loss, hypotheses
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")[0]
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
-        return self._shared_step(batch, "val")[1]
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
-        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         hyps = self.decode(*self(batch))
         return [{"file": f, "transcript": h} for f, h in zip(batch["file"], hyps, strict=True)]
 
-    def sample_predictions(self, batch: dict[str, Any], hypotheses: list[str]) -> Samples:
+    def example_predictions(self, batch: dict[str, Any], hypotheses: list[str]) -> Examples:
         """Utterances of a batch with what was said and what the model heard."""
         rows = zip(batch["file"], batch["text"], hypotheses, strict=True)
-        n = self.hparams.samples_to_log
-        return Samples([{"file": f, "reference": r, "hypothesis": h} for f, r, h in list(rows)[:n]])
+        n = self.hparams.examples_to_log
+        return Examples([{"file": f, "reference": r, "hypothesis": h} for f, r, h in list(rows)[:n]])
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -125,5 +125,6 @@ def test_untracked_trainings_get_a_checkpoint_folder_each_and_best_last_find_the
     assert all(sorted(p.name for p in f.iterdir()) == ["best.ckpt", "last.ckpt"] for f in folders), "no -vN copies"
     assert not (runs_dir / "checkpoints").exists(), "nothing in one flat folder for every task"
     newest = max(folders, key=lambda f: (f / "last.ckpt").stat().st_mtime)
-    assert checkpoints.resolve("best", "forecasting", runs_dir) == newest / "best.ckpt"
-    assert checkpoints.resolve("last", "forecasting", runs_dir) == newest / "last.ckpt"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert checkpoints.resolve("best", "forecasting", runs_dir, uri) == newest / "best.ckpt"
+    assert checkpoints.resolve("last", "forecasting", runs_dir, uri) == newest / "last.ckpt"
