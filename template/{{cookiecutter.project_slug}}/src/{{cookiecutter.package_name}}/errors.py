@@ -39,9 +39,10 @@ def parse_error(message: str) -> str:
         shown = f" = {value}" if value else ""
         return f"{key}{shown}: no such setting{_close_to(key)}; {HELP.format(package=_package())}"
     flat = " ".join(message.split())
-    refused = re.search(r"does not accept option '([\w.]+)'", message)  # a key in a config file
+    refused = re.search(r"(?:Group '([\w.]+)' )?does not accept option '([\w.]+)'", message)  # in a config file
     if refused:
-        return f"{refused.group(1)}: no such setting{_close_to(refused.group(1))}; {HELP.format(package=_package())}"
+        key = ".".join(k for k in refused.groups() if k)
+        return f"{key}: no such setting{_close_to(key)}; {HELP.format(package=_package())}"
     if "Problems parsing config" in message:
         return f"--config: not a valid YAML file ({flat.partition(': ')[2][:240]})"
     missing = re.search(r'Parser key "config": (File does not exist: .*)', message)
