@@ -144,9 +144,9 @@ def test_a_database_restart_while_trainings_log_loses_nothing(team_project, serv
     finally:
         for process in processes:
             stop_group(process)
-    with open(team_project / "mlflow-server.log", errors="replace") as log:
+    with open(team_project / "mlflow-server.log", "rb") as log:
         log.seek(logged)
-        assert "Error in _log_batch" in log.read(), "no metrics were sent while the database was down"
+        assert b"Error in _log_batch" in log.read(), "no metrics were sent while the database was down"
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name("forecasting")
     for name in names:
