@@ -7,6 +7,7 @@ need it are skipped, saying why.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import time
@@ -65,6 +66,32 @@ def test_backend_that_is_not_there_is_one_error_line_naming_it(team_project):
     (error,) = errors_of(result)
     assert "unreachable" in error and "***@127.0.0.1" in error and "hunter2" not in error, error
     assert "Uvicorn" not in result.stdout + result.stderr  # no server started
+
+
+def test_a_server_out_of_database_connections_delays_metrics_but_drops_none(package):
+    """Under load, MLflow's SQL store answers BAD_REQUEST when its connection pool is exhausted: the sender
+    keeps the metrics and sends them again, rather than taking the name for one the store rejects."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+    class Busy:
+        def __init__(self) -> None:
+            self.refusals, self.stored = 3, []
+
+        def log_batch(self, run_id, metrics=(), params=()):
+            if self.refusals:
+                self.refusals -= 1
+                raise MlflowException("QueuePool limit of size 5 overflow 10 reached", error_code=BAD_REQUEST)
+            self.stored += [(m.key, m.step) for m in metrics]
+
+        def set_tag(self, *args) -> None:
+            pass
+
+    client = Busy()
+    sender = importlib.import_module(f"{PACKAGE}.background").MetricSender(client, "run", interval_s=0.05)
+    sender.put([("train/loss", 1.0, 0, step) for step in range(5)])
+    assert sender.flush(timeout_s=30) == [] and client.refusals == 0
+    assert client.stored == [("train/loss", step) for step in range(5)] and not sender.rejected
 
 
 def metric_rows_twice(database: PostgresServer) -> list[tuple]:
