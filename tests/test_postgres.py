@@ -235,3 +235,16 @@ def test_migrate_to_a_server_that_is_not_there_is_one_error_line(team_project):
     result = run_make(team_project, "mlflow-migrate", f"TO={uri}", check=False, timeout=120)
     (error,) = errors_of(result)
     assert uri in error and "unreachable" in error, error
+
+
+def test_backend_from_and_to_never_reach_a_shell(team_project, tmp_path):
+    witness = tmp_path / "pwned"
+    for args in (
+        ["mlflow-server", f"BACKEND=postgresql://x@127.0.0.1:{free_port()}/$(touch {witness})"],
+        ["mlflow-db-upgrade", f"BACKEND=`touch {witness}`"],
+        ["mlflow-migrate", f"TO=$(touch {witness})"],
+        ["mlflow-migrate", "TO=http://127.0.0.1:1", f"FROM=x'; touch {witness}; '"],
+    ):
+        result = run_make(team_project, *args, check=False, timeout=120)
+        (error,) = errors_of(result)
+        assert not witness.exists(), f"make {' '.join(args)} ran a command"

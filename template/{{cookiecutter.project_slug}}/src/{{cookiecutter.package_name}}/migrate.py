@@ -114,12 +114,17 @@ def main() -> None:
     save = commands.add_parser("backup", help="back up a tracking database into backups/")
     save.add_argument("uri")
     args = parser.parse_args()
+    from mlflow.exceptions import MlflowException
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         if args.command == "backup":
             print(f"backup of {redact(args.uri)}: {backup(tracking_uri(args.uri), project_root() / 'backups')}")
             return
         source, target = tracking_uri(args.source or DEFAULT_TRACKING_URI), tracking_uri(args.to)
+        for uri in (source, target):
+            if not uri.startswith(("http://", "https://", SQLITE, *POSTGRES)):
+                raise TrackingUnavailable(f"{redact(uri)} is not a tracking store: use http://host:5000 or sqlite:///")
         if source == target:
             raise TrackingUnavailable(f"--from and --to are the same store, {redact(source)}")
         prepare_store(source)
@@ -127,6 +132,9 @@ def main() -> None:
         copied, present, skipped = copy_runs(source, target)
     except TrackingUnavailable as error:
         raise SystemExit(f"ERROR: {error}") from None
+    except MlflowException as error:  # e.g. a server that refuses an account; what was copied stays, and is skipped
+        reason = (str(error.message).strip().splitlines() or [error.error_code])[0]
+        raise SystemExit(f"ERROR: copying runs to {redact(target)} failed ({reason}); run it again to go on") from None
     print(f"copied {copied} runs from {redact(source)} to {redact(target)}; {present} were there already")
     for line in skipped:
         print(f"WARNING: not copied: {line}")
