@@ -6,12 +6,14 @@ weights file it started from; a weights file of another model is refused by name
 from __future__ import annotations
 
 import importlib
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import assert_refused, mlflow_runs, run_cli
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # a shared 2-core runner: two threads per process oversubscribe it
@@ -140,3 +142,32 @@ def test_wav2vec2_from_a_saved_state_dict_fine_tunes_and_its_checkpoint_predicts
     run_cli(project, *predict, *NO_TRACKING, **ONE_THREAD)
     rows = pd.read_csv(out / "transcription.csv", keep_default_na=False)
     assert sorted(Path(f).name for f in rows["file"]) == sorted(p.name for p in files.glob("*.flac"))
+
+
+VARIANT = re.compile(r"^(\s+)# (\w+: \S+)(\s+#.*)?$")  # a commented setting: "    # encoder: wav2vec2_base  # ..."
+
+
+def with_pretrained_variant(config: str) -> tuple[str, dict[str, str]]:
+    """The config with its commented pretrained variant switched on (the settings it names replaced)."""
+    lines = config.splitlines()
+    start = next(i for i, line in enumerate(lines) if "# Pretrained variant" in line)
+    variant = {}
+    for i, line in enumerate(lines[start:], start):
+        if match := VARIANT.match(line):
+            lines[i] = f"{match[1]}{match[2]}"
+            key, _, value = match[2].partition(": ")
+            variant[key] = value
+        elif not line.lstrip().startswith("#"):
+            break
+    replaced = [i for i, line in enumerate(lines[:start]) if line.strip().partition(":")[0] in variant]
+    return "\n".join(line for i, line in enumerate(lines) if i not in replaced) + "\n", variant
+
+
+@pytest.mark.parametrize("task", ["captioning", "transcription"])
+def test_the_commented_pretrained_variant_of_each_config_is_valid(project, tmp_path, task):
+    text, variant = with_pretrained_variant((project / "configs" / f"{task}.yaml").read_text())
+    assert {"encoder", "pretrained"} <= set(variant)
+    (tmp_path / "variant.yaml").write_text(text)
+    printed = run_cli(project, "fit", "--config", str(tmp_path / "variant.yaml"), "--print_config", **ONE_THREAD)
+    model = yaml.safe_load(printed.stdout)["model"]["init_args"]
+    assert {key: str(model[key]).lower() if model[key] is not None else "null" for key in variant} == variant
