@@ -106,6 +106,8 @@ def _torchvision(name: str, pretrained: bool, weights_path: str | None, load: bo
             f"unknown encoder {name!r}: use 'small', '{LITE0}' or a torchvision model such as resnet18, "
             "efficientnet_b0, convnext_tiny, vit_b_16"
         )
+    if name in ("googlenet", "inception_v3"):  # auxiliary classifiers inside the trunk
+        raise ValueError(f"encoder {name} is not supported: use e.g. resnet50, efficientnet_b0 or convnext_tiny")
     weights = torchvision.models.get_model_weights(name).DEFAULT  # metadata only: nothing is downloaded here
     model = torchvision.models.get_model(name, weights=weights if pretrained and load and not weights_path else None)
     if weights_path and load:
@@ -114,6 +116,10 @@ def _torchvision(name: str, pretrained: bool, weights_path: str | None, load: bo
         trunk: nn.Module = ViTTrunk(model)
     elif name.startswith("swin"):
         trunk = ChannelsFirst(model.features)
+    elif name.startswith("maxvit"):
+        trunk = nn.Sequential(model.stem, *model.blocks)
+    elif name.startswith("mnasnet"):
+        trunk = model.layers
     elif hasattr(model, "features"):  # MobileNet, EfficientNet, ConvNeXt, VGG, DenseNet keep their conv trunk here
         trunk = model.features
     else:  # ResNet, RegNet: every child before the pooling and the classifier

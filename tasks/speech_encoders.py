@@ -89,14 +89,15 @@ class SpeechEncoder(nn.Module):
 
     def set_frozen(self, frozen: bool, training: bool) -> None:
         """Freeze all of it (the first ``freeze_epochs``) or all but the feature encoder (unless that is trainable)."""
-        self.requires_grad_(not frozen)
-        self.train(training and not frozen)
-        if self.freeze_feature_encoder:
-            self.model.feature_extractor.requires_grad_(False).eval()
         self.frozen = frozen
+        self.requires_grad_(not frozen)
+        if self.freeze_feature_encoder:
+            self.model.feature_extractor.requires_grad_(False)
+        self.train(training)
 
     def train(self, mode: bool = True) -> SpeechEncoder:
-        super().train(mode)
+        """Frozen parts stay in eval mode (no dropout or layer drop) whatever mode the model is in."""
+        super().train(mode and not getattr(self, "frozen", False))
         if getattr(self, "freeze_feature_encoder", False):
             self.model.feature_extractor.eval()
         return self

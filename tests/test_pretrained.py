@@ -121,10 +121,10 @@ def test_wav2vec2_from_a_saved_state_dict_fine_tunes_and_its_checkpoint_predicts
     model += ["--model.lr", "0.001", "--model.encoder_lr_scale", "0.5", "--model.layer_lr_decay", "0.8"]
     data = ["--data.path", str(speech), "--data.features_on", "model", "--data.batch_size", "4"]
     data += ["--data.val_fraction", "0.25", "--data.test_fraction", "0.25"]
-    run_cli(
-        project, "fit", "--config", "configs/transcription.yaml", *model, *data, "--trainer.max_epochs", "1",
-        timeout=400, **ONE_THREAD,
-    )  # fmt: skip
+    fit = ["fit", "--config", "configs/transcription.yaml", *model, *data, "--trainer.max_epochs", "1"]
+    refused = run_cli(project, *fit, "--data.features_on", "datamodule", check=False, timeout=400, **ONE_THREAD)
+    assert_refused(refused, "wav2vec2_base reads waveforms", "data.features_on: model")
+    run_cli(project, *fit, timeout=400, **ONE_THREAD)
     run = mlflow_runs(project, "transcription")[0]
     assert {"test/wer", "val/wer", "test/common_wer"} <= set(run.data.metrics)
     checkpoint = best_checkpoint(project, "transcription")
