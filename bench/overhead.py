@@ -12,6 +12,10 @@ paired_epochs). Ratios are printed two ways: of the median epochs, and the media
 the plain epoch interleaved with it. The first epoch of each run is warm-up. Times are wall and CPU time of the
 process (it includes the logger's threads).
 Prints one line per figure: ours/plain (goal <= 1.05), ours/nolog (goal <= 1.05) and ours/stock.
+``--profile`` instead trains "ours" (with the progress bar `make train` shows) under cProfile and prints, per
+owner (this project's modules, Lightning, torch, the rest), the share of the time a step spends outside the
+model's own forward/backward/optimizer work, and the project's functions that cost most: shares, not seconds, so
+a busy machine changes them little.
 """
 
 from __future__ import annotations
@@ -123,8 +127,8 @@ def paired_epochs(
     callbacks: list[Any] = [paired]
     if not stock:  # logs train/loss, as in `make train`
         callbacks.append(importlib.import_module(f"{package}.train_loss").TrainLoss())
-    if hasattr(logger, "run"):  # our MLflowLogger: the run owner sees the training too
-        callbacks.append(logger.run)
+    if isinstance(logger, importlib.import_module(f"{package}.mlflow_logger").MLflowLogger):
+        callbacks.append(logger.run)  # the run owner sees the training too
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -144,12 +148,67 @@ def paired_epochs(
     return paired.times[1:]
 
 
+def profile(project: Path, store: str, epochs: int) -> None:
+    """Where the time of "ours" goes, by owner of the code, from cProfile's own-time (tottime) per function."""
+    import cProfile
+    import pstats
+
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    run_module = importlib.import_module(f"{PACKAGE}.run")
+    logger = importlib.import_module(f"{PACKAGE}.mlflow_logger")
+    model, data = build(PACKAGE, project)
+    run = run_module.TrackedRun(run_module.RunSettings(system_metrics=False), store, "profile", project / "runs", "")
+    callbacks = [importlib.import_module(f"{PACKAGE}.train_loss").TrainLoss(), run, RichProgressBar(leave=True)]
+    trainer = Trainer(
+        accelerator="cpu", devices=1, max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0,
+        gradient_clip_val=CLIP, log_every_n_steps=1, logger=logger.MLflowLogger(run), callbacks=callbacks,
+        enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(project / "runs"),
+    )  # fmt: skip
+    profiler = cProfile.Profile()
+    with run.started("fit"):
+        profiler.runcall(trainer.fit, model, datamodule=data)
+    stats = pstats.Stats(profiler).stats
+    steps = trainer.global_step
+    owners: dict[str, float] = {}
+    ours: dict[str, float] = {}
+    for (file, line, name), (_, _, own, _, _) in stats.items():
+        model_or_data = any(f"/{PACKAGE}/{part}/" in file for part in ("tasks", "datamodules"))
+        owner = (
+            "the task's model and data (the plain loop runs them too)" if model_or_data
+            else "this project's training code" if f"/{PACKAGE}/" in file
+            else "lightning" if "/lightning/" in file or "lightning_utilities" in file
+            else "rich (progress bar)" if "/rich/" in file
+            else "torch" if "/torch" in file or file == "~" and ("torch" in name or "_C." in name or "Tensor" in name)
+            else "python and other libraries"
+        )  # fmt: skip
+        owners[owner] = owners.get(owner, 0.0) + own
+        if owner == "this project's training code":
+            ours[f"{Path(file).name}:{line} {name}"] = own
+    total = sum(owners.values())
+    print(f"profile of {steps} steps, {total / steps * 1000:.2f} ms of own time per step")
+    for owner, own in sorted(owners.items(), key=lambda kv: -kv[1]):
+        print(f"  {own / total:6.1%}  {own / steps * 1000:6.3f} ms/step  {owner}")
+    print("  this project's costliest training-code functions (own time per step):")
+    for where, own in sorted(ours.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"    {own / steps * 1000:7.4f} ms  {where}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=6, help="epochs per run (the first is warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, alternated")
+    parser.add_argument("--profile", action="store_true", help="where the time of a step goes, by owner")
     args = parser.parse_args()
     torch.set_num_threads(1)  # what each DDP rank gets on a small machine; and less noise from other processes
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            project = bake_project(Path(tmp))
+            store = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            importlib.import_module(f"{PACKAGE}.store").prepare_store(store)
+            profile(project, store, args.epochs)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         project = bake_project(Path(tmp))
@@ -162,10 +221,9 @@ def main() -> None:
         for _ in range(args.repeats):
             pairs["nolog"] += paired_epochs(PACKAGE, project, args.epochs, logger=False)
             settings = run_module.RunSettings(log_model=False, system_metrics=False)
-            run = run_module.TrackedRun(settings, store, "bench", Path(tmp) / "runs")
-            run.start("fit")
-            pairs["ours"] += paired_epochs(PACKAGE, project, args.epochs, logger=logger_module.MLflowLogger(run))
-            run.end("FINISHED")
+            run = run_module.TrackedRun(settings, store, "bench", Path(tmp) / "runs", config="")
+            with run.started("fit"):
+                pairs["ours"] += paired_epochs(PACKAGE, project, args.epochs, logger=logger_module.MLflowLogger(run))
             logged = run.client.get_metric_history(run.id, "train/loss")
             assert len(logged) == steps * args.epochs, f"MLflow has {len(logged)} train/loss values"
             stock = MLFlowLogger(experiment_name="bench-stock", tracking_uri=store)

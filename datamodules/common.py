@@ -1,5 +1,5 @@
-"""Helpers every DataModule shares: clear errors about bad input, config checks, text decoding, skip policies and
-leak-free splits."""
+"""What every DataModule shares: the spec DataModule base, clear errors about bad input, config checks, text
+decoding, skip policies, input folders and leak-free splits."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import hashlib
 import logging
 import math
 import unicodedata
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from lightning.pytorch import LightningDataModule
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,67 @@ def existing_path(path: str | Path, what: str, hint: str = "") -> Path:
     return resolved
 
 
+class SpecDataModule(LightningDataModule):
+    """The base of every task's DataModule: it makes the spec a model is configured with, follows a trained model's
+    spec, keeps what it skipped, says whether it has a test split, and reads its data once per command.
+
+    Subclasses implement ``read_splits`` (parse, check and split ``path``; set ``self.spec`` unless a model's spec
+    is in use) and ``read_predict`` (the inputs of ``predict_path``), and may override ``use_spec``.
+    """
+
+    spec: Any = None  # the spec dataclass of the task: made by ``setup("fit")``, or a trained model's (``use_spec``)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []  # every entry dropped under on_bad_input: skip, with why
+        self._done: set[str] = set()  # "splits", "predict": what setup has read already
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether ``setup("test")`` has data: not with ``test_fraction: 0`` (a DataModule without that setting has
+        one, or overrides this)."""
+        return self.hparams.get("test_fraction") != 0
+
+    def use_spec(self, spec: Any) -> None:
+        """Follow a trained model (test, predict, resume): read the data as its checkpoint's spec says."""
+        self.spec = spec
+
+    def setup(self, stage: str) -> None:
+        """Read and check the data for ``stage``, once: the CLI sets data up before a run starts (bad input is
+        refused there), and Lightning calls ``setup`` again inside the command."""
+        if stage == "test" and not self.has_test_split:
+            raise DataError("data.test_fraction is 0, so there is no test split: set it to e.g. 0.1 to test")
+        part = "predict" if stage == "predict" else "splits"
+        if part not in self._done:
+            self.read_predict() if part == "predict" else self.read_splits()
+            self._done.add(part)
+
+    def read_splits(self) -> None:
+        raise NotImplementedError
+
+    def read_predict(self) -> None:
+        raise NotImplementedError
+
+
 # ---- config values, checked when the DataModule is made (before any data is read or a run is started) ----------
 def check_positive(**values: float) -> None:
     """Refuse sizes that are not positive numbers (``batch_size: 0``, ``lookback: -5``), naming the setting."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise DataError(f"data.{name} must be a positive number, not {value!r}")
+
+
+def check_non_negative(**values: float) -> None:
+    """Refuse counts below zero (``num_workers: -1``), naming the setting."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise DataError(f"data.{name} must be 0 or more, not {value!r}")
+
+
+def check_policy(policy: str) -> None:
+    """``on_bad_input`` must be one of the two policies."""
+    if policy not in ("error", "skip"):
+        raise DataError(f"data.on_bad_input must be 'error' or 'skip', not {policy!r}")
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -127,8 +184,7 @@ class SkipLog:
     """
 
     def __init__(self, policy: BadInputPolicy, what: str) -> None:
-        if policy not in ("error", "skip"):
-            raise DataError(f"on_bad_input must be 'error' or 'skip', not {policy!r}")
+        check_policy(policy)
         self.policy = policy
         self.what = what
         self.reasons: list[str] = []
@@ -145,6 +201,23 @@ class SkipLog:
         if len(self.reasons) >= total:
             shown = "; ".join(self.reasons[:3]) + (" ..." if len(self.reasons) > 3 else "")
             raise DataError(f"all {total} {self.what} were bad and skipped: {shown}")
+
+
+def list_inputs(path: Path, suffixes: Iterable[str], what: str) -> list[Path]:
+    """The files to predict for: ``path`` itself, or the files under a folder with one of ``suffixes`` (the others
+    are left out with a warning that names their kinds)."""
+    if not path.is_dir():
+        return [path]
+    suffixes = set(suffixes)
+    found = sorted(p for p in path.rglob("*") if p.is_file())
+    files = [p for p in found if p.suffix.lower() in suffixes]
+    if len(found) > len(files):
+        others = sorted({p.suffix or p.name for p in found} - {p.suffix for p in files})
+        log.warning("%s: %d file(s) that are not %s are left out (%s)", path, len(found) - len(files), what,
+                    ", ".join(others[:8]))  # fmt: skip
+    if not files:
+        raise DataError(f"no {what} ({', '.join(sorted(suffixes))}) under {str(path)!r}")
+    return files
 
 
 def split_by_group(groups: Sequence[Hashable], fractions: Sequence[float], seed: int = 0) -> list[list[int]]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore
@@ -18,7 +16,8 @@ from torchmetrics.text import BLEUScore
 from ..datamodules.images import CaptionSpec
 from ..datamodules.images.datamodule import IMAGENET_MEAN, IMAGENET_STD
 from ..datamodules.images.text import BOS, EOS, PAD
-from ..samples import Samples
+from ..examples import Examples
+from .base import TaskModule
 from .image_encoders import FeatureCache, build_image_encoder
 from .pretrained import check_finetuning, frozen_now, param_groups, set_trainable
 
@@ -46,7 +45,7 @@ class CaptionDecoder(nn.Module):
         return self.out(self.layers(x, memory, tgt_mask=causal, tgt_key_padding_mask=pad, tgt_is_causal=True))
 
 
-class ImageCaptioner(LightningModule):
+class ImageCaptioner(TaskModule):
     """Generates a caption for each image; trained with teacher forcing, scored with BLEU-1..4 next to the BLEU-4 of
     always saying the most common training caption (``common_bleu4``).
 
@@ -62,10 +61,12 @@ class ImageCaptioner(LightningModule):
         cache_features: while the encoder is frozen, compute each image's features once and reuse them.
         beam_size: 1 decodes greedily; more keeps that many candidate captions.
         max_length: the longest caption generated, in words.
-        num_samples: images whose captions are logged to MLflow each validation epoch.
+        examples_to_log: images whose captions are logged to MLflow each validation epoch.
         spec: the data's ``CaptionSpec`` (vocabulary, image size, common caption) as a checkpoint keeps it; for a
             new training the CLI passes the DataModule's to ``configure`` instead.
     """
+
+    spec_type = CaptionSpec
 
     def __init__(
         self,
@@ -88,7 +89,7 @@ class ImageCaptioner(LightningModule):
         warmup_steps: int = 100,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        num_samples: int = 8,
+        examples_to_log: int = 8,
         spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -112,13 +113,10 @@ class ImageCaptioner(LightningModule):
         self.baseline = nn.ModuleDict({stage: BLEUScore(n_gram=4) for stage in ("val", "test")})
         self.spec: CaptionSpec | None = None
         self.decoder: CaptionDecoder | None = None
-        if spec is not None:
-            self.configure(CaptionSpec(**spec))
+        self.restore(spec)
 
-    def configure(self, spec: CaptionSpec) -> None:
-        """Build the layers that depend on the data (the decoder's words), once: from the DataModule or checkpoint."""
-        self.spec = spec
-        self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
+    def build(self, spec: CaptionSpec) -> None:
+        """The layers that depend on the data: the decoder over the training captions' words."""
         hp = self.hparams
         self.decoder = CaptionDecoder(
             len(spec.vocab), hp.d_model, hp.num_layers, hp.num_heads, hp.dropout, hp.max_length
@@ -190,7 +188,7 @@ class ImageCaptioner(LightningModule):
         best = (scores / lengths**LENGTH_PENALTY).argmax(1) + torch.arange(batch, device=device) * k
         return [self._text(row) for row in seqs[best].tolist()]
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
+    def shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
         """The loss of a batch (teacher forcing), and outside training its generated captions and BLEU."""
         tokens = batch["tokens"][:, : self.hparams.max_length + 2]  # <bos>, max_length words, <eos>
         memory = self.encode(batch["image"], batch.get("file"))
@@ -201,36 +199,21 @@ class ImageCaptioner(LightningModule):
             ignore_index=PAD,
             label_smoothing=self.hparams.label_smoothing,
         )
-        if stage == "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+        if stage == "train":
             return loss, None
-        size = tokens.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         captions = self.generate(memory)
-        self.metrics[stage].update(captions, batch["captions"])
-        self.log_dict(self.metrics[stage], prog_bar=stage == "val", batch_size=size)
-        if self.spec.common_caption:
-            self.baseline[stage].update([self.spec.common_caption] * size, batch["captions"])
-            self.log(f"{stage}/common_bleu4", self.baseline[stage], batch_size=size)
+        self.log_text_scores(stage, loss, captions, batch["captions"], self.spec.common_caption, "common_bleu4")
         return loss, captions
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")[0]
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
-        return self._shared_step(batch, "val")[1]
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
-        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         captions = self.generate(self.encode(batch["image"]))
         return [{"file": file, "caption": caption} for file, caption in zip(batch["file"], captions, strict=True)]
 
-    def sample_predictions(self, batch: dict[str, Any], captions: list[str]) -> Samples:
+    def example_predictions(self, batch: dict[str, Any], captions: list[str]) -> Examples:
         """Images of a batch with their generated and reference captions, as a table and a grid."""
         from matplotlib.figure import Figure
 
-        n = self.hparams.num_samples
+        n = self.hparams.examples_to_log
         mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
         images = batch["image"][:n].float().cpu()
         pixels = ((images * std + mean).clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
@@ -244,7 +227,7 @@ class ImageCaptioner(LightningModule):
             axis.imshow(pixels[i])
             axis.set_title(textwrap.fill(row["generated"], 22), fontsize=7)
             axis.axis("off")
-        return Samples(rows, images=list(pixels), figure=figure)
+        return Examples(rows, images=list(pixels), figure=figure)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams  # the encoder at lr * encoder_lr_scale; left out only when it is frozen for good

@@ -8,18 +8,17 @@ on the same windows, so a user sees at once whether the model is worth anything.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanMetric, MetricCollection
 from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
 
 from ..datamodules.timeseries import PriceSpec
-from ..samples import Samples
+from ..examples import Examples
+from .base import TaskModule
 
 
 class RecurrentBackbone(nn.Module):
@@ -51,16 +50,19 @@ class TransformerBackbone(nn.Module):
         return self.encoder(h)[:, -1]
 
 
-class PriceForecaster(LightningModule):
+class PriceForecaster(TaskModule):
     """Forecasts the next ``horizon`` prices with prediction intervals from the quantile loss.
 
     Args:
         backbone: ``lstm``, ``gru`` or ``transformer``.
         loss: ``quantile`` (pinball loss over ``quantiles``; intervals in predictions), ``mae`` or ``mse``.
         season_length: period of the seasonal-naive baseline and the MASE scale (5 = a business week).
+        examples_to_log: forecast windows logged to MLflow (a table and a plot) each validation epoch.
         spec: the data's ``PriceSpec`` (lookback, horizon, inputs, scale) as a checkpoint keeps it; for a new
             training the CLI passes the DataModule's to ``configure`` instead.
     """
+
+    spec_type = PriceSpec
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class PriceForecaster(LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 1e-5,
         season_length: int = 5,
+        examples_to_log: int = 4,
         spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -98,18 +101,15 @@ class PriceForecaster(LightningModule):
         self.spec: PriceSpec | None = None
         self.net: nn.Module | None = None
         self._history: dict[str, tuple[list[str], list[float]]] = {}  # per series, for the forecast plot
-        if spec is not None:
-            self.configure(PriceSpec(**spec))
+        self.restore(spec)
 
-    def configure(self, spec: PriceSpec) -> None:
-        """Build the layers that depend on the data, once: from the DataModule's spec, or the checkpoint's."""
+    def build(self, spec: PriceSpec) -> None:
+        """The layers that depend on the data: the window's inputs in, ``horizon`` quantile forecasts out."""
         if self.hparams.season_length >= spec.lookback:  # the seasonal-naive forecast repeats a season of the window
             raise ValueError(
                 f"model.season_length ({self.hparams.season_length}) must be smaller than data.lookback "
                 f"({spec.lookback}): lower the season or look further back"
             )
-        self.spec = spec
-        self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
         hp = self.hparams
         if hp.backbone == "transformer":
             body = TransformerBackbone(spec.num_features, hp.hidden_size, hp.num_layers, hp.dropout, spec.lookback)
@@ -138,11 +138,11 @@ class PriceForecaster(LightningModule):
             return torch.maximum(q * error, (q - 1) * error).mean()
         return error.abs().mean() if self.hparams.loss == "mae" else error.pow(2).mean()
 
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor | None]:
+    def shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor | None]:
         """The loss of a batch, and outside training its forecasts in prices (after updating the metrics)."""
         pred = self(batch["past"])
         loss = self._loss(pred, batch["target"])
-        if stage == "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+        if stage == "train":
             return loss, None
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=pred.shape[0], sync_dist=True)
         prices = self.to_prices(pred, batch["last_price"])
@@ -165,15 +165,6 @@ class PriceForecaster(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")[0]
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "val")[1]
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         prices = self.to_prices(self(batch["past"]), batch["last_price"]).float().cpu()
@@ -200,9 +191,9 @@ class PriceForecaster(LightningModule):
             panels.append((series, pd.to_datetime(past_dates), past_prices, pd.to_datetime(group["date"]), group))
         _plot(panels, self.quantiles).savefig(output_dir / f"{name}.png", dpi=100, bbox_inches="tight")
 
-    def sample_predictions(self, batch: dict[str, Tensor], prices: Tensor) -> Samples:
-        """Four windows of a batch: their history, forecast, interval and what really happened."""
-        n, lookback = min(4, prices.shape[0]), batch["past_price"].shape[1]
+    def example_predictions(self, batch: dict[str, Tensor], prices: Tensor) -> Examples:
+        """Windows of a batch: their history, forecast, interval and what really happened."""
+        n, lookback = min(self.hparams.examples_to_log, prices.shape[0]), batch["past_price"].shape[1]
         prices = prices.float().cpu()
         panels, rows = [], []
         for i in range(n):
@@ -215,7 +206,7 @@ class PriceForecaster(LightningModule):
                 | {k: round(float(v[s]), 4) for k, v in frame.items()}
                 for s in range(len(actual))
             ]
-        return Samples(rows, figure=_plot(panels, self.quantiles))
+        return Examples(rows, figure=_plot(panels, self.quantiles))
 
     @staticmethod
     def _column(q: float) -> str:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
@@ -14,7 +12,8 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ..datamodules.audio import SpeechSpec
 from ..datamodules.audio.features import FeaturePipeline
 from ..datamodules.common import DataError
-from ..samples import Samples
+from ..examples import Examples
+from .base import TaskModule
 from .pretrained import check_finetuning, frozen_now, param_groups
 from .speech_encoders import SPEECH_ENCODERS, SpeechEncoder
 
@@ -65,7 +64,7 @@ class ConformerEncoder(nn.Module):
         return self.conformer(x, lengths)[0]
 
 
-class SpeechTranscriber(LightningModule):
+class SpeechTranscriber(TaskModule):
     """A CTC speech recognizer: conv subsampling + BiLSTM/GRU (or Conformer) -> characters, greedy decoding; scored
     by WER and CER next to the WER of always writing the most common word of the training transcripts
     (``common_wer``, a little below 1.0).
@@ -83,10 +82,12 @@ class SpeechTranscriber(LightningModule):
             lower one at ``layer_lr_decay`` times the one above.
         mask_time_prob, mask_channel_prob: SpecAugment-style masking of the transformer input in training.
         hidden_size: RNN hidden size per direction, or the Conformer width.
-        samples_to_log: reference/hypothesis pairs logged to MLflow each validation epoch.
+        examples_to_log: reference/hypothesis pairs logged to MLflow each validation epoch.
         spec: the data's ``SpeechSpec`` (characters, feature settings, common word) as a checkpoint keeps
             it; for a new training the CLI passes the DataModule's to ``configure`` instead.
     """
+
+    spec_type = SpeechSpec
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class SpeechTranscriber(LightningModule):
         dropout: float = 0.1,
         lr: float = 2e-3,
         weight_decay: float = 1e-2,
-        samples_to_log: int = 8,
+        examples_to_log: int = 8,
         pretrained: bool = False,
         weights_path: str | None = None,
         encoder_layers: int | None = None,
@@ -132,14 +133,10 @@ class SpeechTranscriber(LightningModule):
         # the same references scored against the most common training word: what learning has to beat
         self.baseline = nn.ModuleDict({stage: WordErrorRate() for stage in ("val", "test")})
         self.spec: SpeechSpec | None = None
-        if spec is not None:
-            self.configure(SpeechSpec(**spec))
+        self.restore(spec)
 
-    def configure(self, spec: SpeechSpec) -> None:
-        """Build the layers that depend on the data (features, output characters), once: from the DataModule or
-        the checkpoint."""
-        self.spec = spec
-        self.hparams["spec"] = asdict(spec)  # in the checkpoint, so that test and predict rebuild this model
+    def build(self, spec: SpeechSpec) -> None:
+        """The layers that depend on the data: features as in training, one output per character."""
         hp = self.hparams
         self.features = FeaturePipeline(**spec.features)
         dim = hp.hidden_size
@@ -177,40 +174,25 @@ class SpeechTranscriber(LightningModule):
             texts.append(" ".join("".join(chars).split()))
         return texts
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
+    def shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
         """The CTC loss of a batch, and outside training its transcripts and error rates."""
         log_probs, lengths = self(batch)
         loss = self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"])
-        if stage == "train":  # train/loss: the CLI's TrainLoss callback logs what training_step returns
+        if stage == "train":
             return loss, None
-        size = len(batch["text"])
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         hypotheses = self.decode(log_probs, lengths)
-        self.metrics[stage].update(hypotheses, batch["text"])
-        self.log_dict(self.metrics[stage], batch_size=size, prog_bar=True)
-        if self.spec.common_word:
-            self.baseline[stage].update([self.spec.common_word] * size, batch["text"])
-            self.log(f"{stage}/common_wer", self.baseline[stage], batch_size=size)
+        self.log_text_scores(stage, loss, hypotheses, batch["text"], self.spec.common_word, "common_wer")
         return loss, hypotheses
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")[0]
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
-        return self._shared_step(batch, "val")[1]
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
-        return self._shared_step(batch, "test")[1]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
         hyps = self.decode(*self(batch))
         return [{"file": f, "transcript": h} for f, h in zip(batch["file"], hyps, strict=True)]
 
-    def sample_predictions(self, batch: dict[str, Any], hypotheses: list[str]) -> Samples:
+    def example_predictions(self, batch: dict[str, Any], hypotheses: list[str]) -> Examples:
         """Utterances of a batch with what was said and what the model heard."""
         rows = zip(batch["file"], batch["text"], hypotheses, strict=True)
-        n = self.hparams.samples_to_log
-        return Samples([{"file": f, "reference": r, "hypothesis": h} for f, r, h in list(rows)[:n]])
+        n = self.hparams.examples_to_log
+        return Examples([{"file": f, "reference": r, "hypothesis": h} for f, r, h in list(rows)[:n]])
 
     def on_train_epoch_start(self) -> None:
         """A pretrained encoder learns from epoch ``freeze_epochs`` on (the same on resuming: it follows the epoch)."""

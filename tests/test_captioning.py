@@ -253,7 +253,7 @@ def test_images_to_caption_are_captioned_or_refused_by_name(images, DataError, s
 
 
 def test_data_follows_the_checkpoint_image_size_and_says_so(images, small_coco, caplog):
-    trained = images.CaptionSpec(vocab=("<pad>", "<bos>", "<eos>", "<unk>", "circle"), image_size=24)
+    trained = images.CaptionSpec(vocab=("<pad>", "<bos>", "<eos>", "<unk>", "circle"), image_size=24, common_caption="")
     dm = images.ImageCaptionDataModule(str(small_coco), image_size=64, batch_size=4)
     with caplog.at_level(logging.WARNING):
         dm.use_spec(trained)
@@ -401,8 +401,8 @@ def test_fit_logs_losses_bleu_and_caption_tables(project, trained):
     assert trained.info.status == "FINISHED"
     assert len(client.get_metric_history(trained.info.run_id, "train/loss")) >= 5
     assert {"test/bleu1", "test/bleu4", "val/bleu4", "val/loss"} <= set(trained.data.metrics)
-    folders = [a.path for a in client.list_artifacts(trained.info.run_id, "samples")]
-    assert folders == ["samples/test"] + [f"samples/val_epoch{e:03d}" for e in range(4)]
+    folders = [a.path for a in client.list_artifacts(trained.info.run_id, "examples")]
+    assert folders == ["examples/test"] + [f"examples/val_epoch{e:03d}" for e in range(4)]
     files = {Path(a.path).name for a in client.list_artifacts(trained.info.run_id, folders[-1])}
     assert {"predictions.csv", "predictions.html", "figure.png", "0.png"} <= files
     assert (project / "runs" / "captioning" / trained.info.run_id / "checkpoints" / "best.ckpt").exists()

@@ -41,7 +41,7 @@ def test_failed_uploads_leave_a_finished_run_that_names_them(fproject: Path, tmp
     assert run.info.status == "FINISHED", "an upload that fails must not leave the run RUNNING"
     assert {"train/loss", "val/loss", "test/mase"} <= set(run.data.metrics), "training and testing went on"
     failed = run.data.tags["upload_failures"]
-    for what in ("config.yaml", "samples/val_epoch000", "samples/test", "checkpoint"):
+    for what in ("config.yaml", "examples/val_epoch000", "examples/test", "checkpoint"):
         assert what in failed, failed
     assert "could not upload config.yaml to MLflow: [Errno 28] No space left on device" in result.stderr
     assert "Traceback" not in result.stderr

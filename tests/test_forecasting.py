@@ -320,7 +320,7 @@ def test_no_test_period_when_test_fraction_is_zero(timeseries, DataError, sample
         data.datasets["validate"].series[s].dates[e + 9] for s, e in data.datasets["validate"].windows
     )
     assert last_validation == data.datasets["validate"].series[0].dates[-1], "validation runs to the end"
-    with pytest.raises(DataError, match="data.test_fraction is 0, so there is no test period"):
+    with pytest.raises(DataError, match="data.test_fraction is 0, so there is no test split"):
         timeseries.PriceDataModule(path=str(sample_prices), test_fraction=0).setup("test")
 
 
@@ -519,10 +519,10 @@ def test_training_is_tracked_in_mlflow(project, trained):
         assert name in trained.data.metrics
     assert trained.data.params["backbone"] == "lstm" and trained.data.params["lookback"] == "40"
     artifacts = {a.path for a in client.list_artifacts(trained.info.run_id)}
-    assert {"config.yaml", "checkpoints", "samples"} <= artifacts
-    samples = {a.path for a in client.list_artifacts(trained.info.run_id, "samples/val_epoch000")}
-    assert {f"samples/val_epoch000/{f}" for f in ("figure.png", "predictions.csv", "predictions.html")} <= samples
-    assert len(client.list_artifacts(trained.info.run_id, "samples")) == EPOCHS + 1, "each epoch, and the test"
+    assert {"config.yaml", "checkpoints", "examples"} <= artifacts
+    samples = {a.path for a in client.list_artifacts(trained.info.run_id, "examples/val_epoch000")}
+    assert {f"examples/val_epoch000/{f}" for f in ("figure.png", "predictions.csv", "predictions.html")} <= samples
+    assert len(client.list_artifacts(trained.info.run_id, "examples")) == EPOCHS + 1, "each epoch, and the test"
     config = client.download_artifacts(trained.info.run_id, "config.yaml")
     assert "PriceForecaster" in Path(config).read_text()
     assert Path(trained.data.tags["best_checkpoint"]).exists()

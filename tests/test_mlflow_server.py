@@ -170,7 +170,7 @@ def test_training_logs_metrics_and_artifacts_over_http(team_project, server):
     # The server proxies artifacts: the client never sees the server's disk, only mlflow-artifacts:/ URIs.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "checkpoints", "samples"} <= artifacts, sorted(artifacts)
+    assert {"config.yaml", "checkpoints", "examples"} <= artifacts, sorted(artifacts)
     config = Path(client.download_artifacts(run.info.run_id, "config.yaml"))
     assert "PriceForecaster" in config.read_text()
     stored = list((team_project / "mlartifacts").rglob("config.yaml"))

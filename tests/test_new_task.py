@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
-from .common import DataError, existing_path
+from .common import DataError, SpecDataModule, existing_path
 
 
 @dataclass(frozen=True)
@@ -45,16 +44,13 @@ class TableSpec:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
-class TableDataModule(LightningDataModule):
+class TableDataModule(SpecDataModule):
     def __init__(self, path: str = "data/sample/regression/rows.csv", target: str = "y", batch_size: int = 32,
                  predict_path: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.spec: TableSpec | None = None
         self.splits: dict[str, TensorDataset] = {}
-
-    def use_spec(self, spec: TableSpec) -> None:
-        self.spec = spec
 
     def _read(self, path: str, with_target: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         frame = pd.read_csv(existing_path(path, "table", "Run `make sample-data TASK=regression`."))
@@ -65,13 +61,11 @@ class TableDataModule(LightningDataModule):
         y = torch.tensor(frame[self.hparams.target].to_numpy(np.float32)) if with_target else torch.zeros(len(x))
         return x, y
 
-    def setup(self, stage: str) -> None:
-        if stage == "predict":
-            x, _ = self._read(self.hparams.predict_path, with_target=False)
-            self.splits["predict"] = TensorDataset(self._scale(x), torch.zeros(len(x)))
-            return
-        if self.splits:
-            return
+    def read_predict(self) -> None:
+        x, _ = self._read(self.hparams.predict_path, with_target=False)
+        self.splits["predict"] = TensorDataset(self._scale(x), torch.zeros(len(x)))
+
+    def read_splits(self) -> None:
         x, y = self._read(self.hparams.path)
         parts = {"train": slice(0, int(0.7 * len(x))), "val": slice(int(0.7 * len(x)), int(0.85 * len(x))),
                  "test": slice(int(0.85 * len(x)), len(x))}
@@ -116,38 +110,35 @@ TASK = '''
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MetricCollection
 
 from ..datamodules.table import TableSpec
-from ..samples import Samples
+from ..examples import Examples
+from .base import TaskModule
 
 
-class TableRegressor(LightningModule):
+class TableRegressor(TaskModule):
+    spec_type = TableSpec
+
     def __init__(self, hidden: int = 32, lr: float = 1e-2, spec: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["spec"])
         metrics = MetricCollection({"mae": MeanAbsoluteError(), "mean_mae": MeanMetric()})
         self.metrics = nn.ModuleDict({stage: metrics.clone(prefix=f"{stage}/") for stage in ("val", "test")})
-        self.spec: TableSpec | None = None
-        if spec is not None:
-            self.configure(TableSpec(**spec))
+        self.restore(spec)
 
-    def configure(self, spec: TableSpec) -> None:
-        self.spec = spec
-        self.hparams["spec"] = asdict(spec)
+    def build(self, spec: TableSpec) -> None:
         self.net = nn.Sequential(nn.Linear(len(spec.features), self.hparams.hidden), nn.ReLU(),
                                  nn.Linear(self.hparams.hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1) + self.spec.target_mean
 
-    def _shared_step(self, batch: list[torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def shared_step(self, batch: list[torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = batch
         pred = self(x)
         loss = nn.functional.mse_loss(pred, y)
@@ -159,20 +150,11 @@ class TableRegressor(LightningModule):
         self.log_dict(self.metrics[stage], batch_size=len(y))
         return loss, pred
 
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")[0]
-
-    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")[1]
-
-    def test_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")[1]
-
     def predict_step(self, batch: list[torch.Tensor], batch_idx: int) -> list[dict[str, float]]:
         return [{"prediction": round(float(p), 4)} for p in self(batch[0])]
 
-    def sample_predictions(self, batch: list[torch.Tensor], pred: torch.Tensor) -> Samples:
-        return Samples([{"target": float(y), "prediction": float(p)} for y, p in zip(batch[1][:5], pred[:5])])
+    def example_predictions(self, batch: list[torch.Tensor], pred: torch.Tensor) -> Examples:
+        return Examples([{"target": float(y), "prediction": float(p)} for y, p in zip(batch[1][:5], pred[:5])])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -116,7 +116,7 @@ def test_the_team_server_asks_for_a_password_and_secrets_stay_secret(sproject: P
             assert run.info.status == "FINISHED" and "test/mase" in run.data.metrics
             assert run.data.params["backbone"] == "lstm"
             listed = {a.path for a in client.list_artifacts(run.info.run_id)}
-            assert {"config.yaml", "checkpoints", "samples"} <= listed, (run.data.tags, outputs[0][-3000:])
+            assert {"config.yaml", "checkpoints", "examples"} <= listed, (run.data.tags, outputs[0][-3000:])
             config = Path(client.download_artifacts(run.info.run_id, "config.yaml")).read_text()
             outputs.append(config + repr(run.data.params) + repr(run.data.tags))
     finally:

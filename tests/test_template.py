@@ -212,3 +212,23 @@ def test_the_private_name_check_finds_what_it_looks_for() -> None:
         "trainer.fit_loop._batches_that_stepped",
         "self._get",
     ]
+
+
+def test_the_readme_lists_the_steps_of_main_in_order(project: Path) -> None:
+    """The generated README's "what `make train` does" names each step by the call in ``cli.main`` that makes it."""
+    readme = (project / "README.md").read_text()
+    steps = readme[readme.index("What `make train TASK=forecasting` does") : readme.index("Adding a task:")]
+    named = re.findall(r"^\d+\. \*\*\w+\*\* \(`([^`]+)`\)", steps, flags=re.MULTILINE)
+    calls = [name.removesuffix("(...)") for name in named]
+    assert calls == ["ConfigParser", "resolve_checkpoint", "prepare_store", "parser.build", "connect", "build_trainer",
+                     "with run.started"], calls  # fmt: skip
+    source = (project / "src" / "demo_project" / "cli.py").read_text()
+    body = source[source.index("def main(") : source.index("\ndef ", source.index("def main(") + 1)]
+    positions = [body.find(call) for call in calls]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(calls, positions, strict=True))
+
+
+def test_the_cli_asks_tasks_and_data_nothing_by_name(project: Path) -> None:
+    """The contracts between the CLI, the tasks and the DataModules are the two base classes: no duck typing."""
+    source = (project / "src" / "demo_project" / "cli.py").read_text()
+    assert not re.search(r"\b(hasattr|getattr)\(", source)

@@ -388,9 +388,9 @@ def test_training_is_tracked_in_mlflow(project, trained):
     assert len(client.get_metric_history(trained.info.run_id, "val/wer")) == EPOCHS
     assert {"test/wer", "test/cer", "test/loss"} <= set(trained.data.metrics)
     assert trained.data.params["encoder"] == "lstm"
-    tables = {a.path for a in client.list_artifacts(trained.info.run_id, "samples/val_epoch000")}
-    assert {"samples/val_epoch000/predictions.csv", "samples/val_epoch000/predictions.html"} <= tables
-    table = pd.read_csv(client.download_artifacts(trained.info.run_id, "samples/test/predictions.csv"))
+    tables = {a.path for a in client.list_artifacts(trained.info.run_id, "examples/val_epoch000")}
+    assert {"examples/val_epoch000/predictions.csv", "examples/val_epoch000/predictions.html"} <= tables
+    table = pd.read_csv(client.download_artifacts(trained.info.run_id, "examples/test/predictions.csv"))
     assert list(table.columns) == ["file", "reference", "hypothesis"] and len(table) == 8
 
 

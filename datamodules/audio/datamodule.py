@@ -9,10 +9,21 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import soundfile as sf
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
+from ..common import (
+    BadInputPolicy,
+    DataError,
+    SkipLog,
+    SpecDataModule,
+    check_fractions,
+    check_non_negative,
+    check_policy,
+    check_positive,
+    existing_path,
+    list_inputs,
+    split_by_group,
+)
 from .dataset import Collate, LengthGroupedSampler, SpeechDataset
 from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
@@ -34,13 +45,13 @@ class SpeechSpec:
 
     vocab: tuple[str, ...]
     features: dict[str, int] = field(hash=False)  # FeaturePipeline settings: sample_rate, n_mels, ...
-    common_word: str = ""  # empty in checkpoints made before it existed (no baseline then)
+    common_word: str = ""  # set once the training split is known (setup("fit"))
 
     def __post_init__(self) -> None:  # a checkpoint or a config may hold a list
         object.__setattr__(self, "vocab", tuple(self.vocab))
 
 
-class SpeechDataModule(LightningDataModule):
+class SpeechDataModule(SpecDataModule):
     """Speech + transcripts -> padded, length-grouped batches, split by speaker.
 
     Args:
@@ -84,17 +95,20 @@ class SpeechDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_positive(batch_size=batch_size, sample_rate=sample_rate, n_mels=n_mels, max_duration=max_duration)
-        check_positive(time_reduction=time_reduction)
-        if num_workers < 0 or cache_audio_gb < 0:
-            raise DataError("data.num_workers and data.cache_audio_gb must be 0 or more")
+        check_positive(
+            batch_size=batch_size,
+            sample_rate=sample_rate,
+            n_mels=n_mels,
+            max_duration=max_duration,
+            time_reduction=time_reduction,
+        )
+        check_non_negative(num_workers=num_workers, cache_audio_gb=cache_audio_gb)
         check_fractions(val_fraction, test_fraction)
-        SkipLog(on_bad_input, "utterances")  # refuses an unknown policy now, not after reading
+        check_policy(on_bad_input)
         self.save_hyperparameters()
         self.spec: SpeechSpec | None = None
         self.features = FeaturePipeline(sample_rate, n_mels)
         self.splits: dict[str, list[Utterance]] = {}
-        self.skipped: list[str] = []  # every utterance or file dropped, with why
 
     def use_spec(self, spec: SpeechSpec) -> None:
         """Follow a trained model (test, predict): its characters, sample rate and feature settings; audio is
@@ -103,23 +117,20 @@ class SpeechDataModule(LightningDataModule):
         differ = [f"{k} {v} -> {spec.features.get(k)}" for k, v in ours.items() if v != spec.features.get(k)]
         if differ:
             log.warning("data.%s: the data follows the trained model (its checkpoint)", ", data.".join(differ))
-        self.spec = spec
+        super().use_spec(spec)
         self.features = FeaturePipeline(**spec.features)
 
     @property
     def sample_rate(self) -> int:
         return self.features.settings["sample_rate"]
 
-    def setup(self, stage: str) -> None:
+    def read_predict(self) -> None:
+        """The audio files of ``predict_path``, each checked."""
+        self.splits["predict"] = self._checked(self._predict_items(), "audio files", predicting=True)
+
+    def read_splits(self) -> None:
+        """Read and check the utterances, split them by speaker, make the character set."""
         hp = self.hparams
-        if stage == "predict":
-            if "predict" not in self.splits:
-                self.splits["predict"] = self._checked(self._predict_items(), "audio files", predicting=True)
-            return
-        if stage == "test" and hp.test_fraction == 0:
-            raise DataError("data.test_fraction is 0, so there is no test split: set it to e.g. 0.1 to test")
-        if self.splits.get("train") is not None:
-            return
         path = existing_path(hp.path, "data.path", SAMPLE_HINT)
         fmt = detect_format(path, hp.format)
         if path.is_dir() != (fmt == "librispeech"):
@@ -168,16 +179,7 @@ class SpeechDataModule(LightningDataModule):
         if not self.hparams.predict_path:
             raise DataError("set data.predict_path (make predict INPUT=...) to an audio file or a folder of them")
         path = existing_path(self.hparams.predict_path, "data.predict_path")
-        files = [path]
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file())
-            files = [p for p in found if p.suffix.lower() in AUDIO_SUFFIXES | UNDECODABLE_SUFFIXES]
-            if len(found) > len(files):
-                others = sorted({p.suffix or p.name for p in found} - {p.suffix for p in files})
-                log.warning("%s: %d file(s) that are not audio are left out (%s)", path, len(found) - len(files),
-                            ", ".join(others[:8]))  # fmt: skip
-        if not files:
-            raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {path}")
+        files = list_inputs(path, AUDIO_SUFFIXES | UNDECODABLE_SUFFIXES, "audio files")
         return [Utterance(f, "", f.stem, str(f)) for f in files]
 
     def _checked(self, items: list[Utterance], what: str, predicting: bool) -> list[Utterance]:

@@ -10,11 +10,22 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from ..common import BadInputPolicy, DataError, SkipLog, check_fractions, check_positive, existing_path, split_by_group
+from ..common import (
+    BadInputPolicy,
+    DataError,
+    SkipLog,
+    SpecDataModule,
+    check_fractions,
+    check_non_negative,
+    check_policy,
+    check_positive,
+    existing_path,
+    list_inputs,
+    split_by_group,
+)
 from .dataset import CaptionDataset, collate
 from .files import (
     IMAGE_SUFFIXES,
@@ -43,13 +54,13 @@ class CaptionSpec:
 
     vocab: tuple[str, ...]
     image_size: int
-    common_caption: str = ""  # normalized words; empty in checkpoints made before it existed (no baseline then)
+    common_caption: str  # normalized words
 
     def __post_init__(self) -> None:  # a checkpoint or a config may hold a list
         object.__setattr__(self, "vocab", tuple(self.vocab))
 
 
-class ImageCaptionDataModule(LightningDataModule):
+class ImageCaptionDataModule(SpecDataModule):
     """Reads captioned images, splits them by image (no leaks), builds the vocabulary and makes padded batches.
 
     Args:
@@ -97,17 +108,19 @@ class ImageCaptionDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         check_positive(
-            image_size=image_size, batch_size=batch_size, min_freq=min_freq, max_image_pixels=max_image_pixels
+            image_size=image_size,
+            batch_size=batch_size,
+            min_freq=min_freq,
+            max_image_pixels=max_image_pixels,
+            max_caption_length=max_caption_length,
         )
-        if max_caption_length < 1 or num_workers < 0:
-            raise DataError("data.max_caption_length must be 1 or more and data.num_workers 0 or more")
+        check_non_negative(num_workers=num_workers)
         check_fractions(val_fraction, test_fraction)
-        SkipLog(on_bad_input, "captions")  # refuses an unknown policy now, not after reading
+        check_policy(on_bad_input)
         self.save_hyperparameters()
         self.spec: CaptionSpec | None = None
         self.splits: dict[str, list[tuple[Path, list[str]]]] = {}
-        self.predict_files: list[Path] | None = None
-        self.skipped: list[str] = []  # every entry dropped under on_bad_input: skip, with why
+        self.predict_files: list[Path] = []
         self._cache: dict[Path, torch.Tensor] | None = None
 
     def use_spec(self, spec: CaptionSpec) -> None:
@@ -117,7 +130,7 @@ class ImageCaptionDataModule(LightningDataModule):
                 "data.image_size %d -> %d: the data follows the trained model (its checkpoint)",
                 self.hparams.image_size, spec.image_size,
             )  # fmt: skip
-        self.spec = spec
+        super().use_spec(spec)
 
     @property
     def image_size(self) -> int:
@@ -173,16 +186,9 @@ class ImageCaptionDataModule(LightningDataModule):
             problems.update({n: None if (root / n).is_file() else "does not exist" for n in rest})
         return problems
 
-    def setup(self, stage: str) -> None:
-        """Parse and validate the data (or the images to caption), split by image, build the vocabulary."""
-        if stage == "predict":
-            self._setup_predict()
-            return
+    def read_splits(self) -> None:
+        """Parse and validate the captioned images, split them by image, build the vocabulary."""
         hp = self.hparams
-        if stage == "test" and hp.test_fraction == 0:
-            raise DataError("data.test_fraction is 0, so there are no test images: set it to e.g. 0.1 to test")
-        if self.splits:
-            return
         items = self._read()
         fractions = [1 - hp.val_fraction - hp.test_fraction, hp.val_fraction, hp.test_fraction]
         parts = split_by_group([str(p) for p, _ in items], fractions, seed=hp.seed)
@@ -204,25 +210,14 @@ class ImageCaptionDataModule(LightningDataModule):
             captions = [c for _, caps in self.splits["train"] for c in caps]
             self.spec = CaptionSpec(tuple(build_vocab(captions, hp.min_freq)), hp.image_size, most_common(captions))
 
-    def _setup_predict(self) -> None:
-        if self.predict_files is not None:
-            return
+    def read_predict(self) -> None:
+        """The images of ``predict_path`` (a file or a folder), each checked."""
         hp = self.hparams
         if not hp.predict_path:
             raise DataError("nothing to predict: set data.predict_path (make predict INPUT=<image file or folder>)")
-        path = existing_path(hp.predict_path, "predict input")
-        files = [path]
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file())
-            files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | OTHER_IMAGE_SUFFIXES]
-            if len(found) > len(files):
-                others = sorted({p.suffix or p.name for p in found} - {p.suffix for p in files})
-                log.warning(
-                    "%s: %d file(s) that are not images are left out (%s)",
-                    path, len(found) - len(files), ", ".join(others[:8]),
-                )  # fmt: skip
-        if not files:
-            raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(path)!r}")
+        files = list_inputs(
+            existing_path(hp.predict_path, "predict input"), IMAGE_SUFFIXES | OTHER_IMAGE_SUFFIXES, "images"
+        )
         skips = SkipLog(hp.on_bad_input, "images")
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             problems = list(pool.map(lambda f: check_image(f, hp.max_image_pixels), files))
@@ -272,7 +267,7 @@ class ImageCaptionDataModule(LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        items = [(file, []) for file in self.predict_files or []]
+        items = [(file, []) for file in self.predict_files]
         dataset = CaptionDataset(
             items, [], self.image_size, self._transform(False), 0, False, max_pixels=self.hparams.max_image_pixels
         )

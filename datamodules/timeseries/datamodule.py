@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from ..common import DataError, check_fractions, check_positive, existing_path
+from ..common import DataError, SpecDataModule, check_fractions, check_non_negative, check_positive, existing_path
 from .calendar import future_stamps, labels
 from .files import Series, parse_series, read_table
 from .windows import WindowDataset, _batched
@@ -46,7 +45,7 @@ class PriceSpec:
         return 1 + len(self.covariates)
 
 
-class PriceDataModule(LightningDataModule):
+class PriceDataModule(SpecDataModule):
     """Price series -> windows of past prices (and covariates) with the next ``horizon`` prices as targets.
 
     Args:
@@ -78,8 +77,7 @@ class PriceDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         check_positive(lookback=lookback, horizon=horizon, batch_size=batch_size)
-        if num_workers < 0:
-            raise DataError(f"data.num_workers must be 0 or more, not {num_workers}")
+        check_non_negative(num_workers=num_workers)
         check_fractions(val_fraction, test_fraction)
         self.save_hyperparameters()
         self.spec: PriceSpec | None = None
@@ -111,14 +109,8 @@ class PriceDataModule(LightningDataModule):
         frame = read_table(file)
         return parse_series(file, frame, hp.date_column, hp.target, hp.series_column, self._window[2], hp.missing)
 
-    def setup(self, stage: str) -> None:
-        if stage == "predict":
-            self._setup_predict()
-            return
-        if stage == "test" and self.hparams.test_fraction == 0:
-            raise DataError("data.test_fraction is 0, so there is no test period: set it to e.g. 0.15 to test")
-        if "fit" in self.datasets:
-            return
+    def read_splits(self) -> None:
+        """Read and check the series, cut them into train/validation/test windows by time, fit the price scale."""
         hp = self.hparams
         lookback, horizon, covariates = self._window
         series = self._load(hp.path)
@@ -156,9 +148,8 @@ class PriceDataModule(LightningDataModule):
         self.datasets = {k: WindowDataset(series, w, lookback, horizon) for k, w in parts.items()}
         log.info("windows: %s", {k: len(w) for k, w in parts.items()})
 
-    def _setup_predict(self) -> None:
-        if "predict" in self.datasets:
-            return
+    def read_predict(self) -> None:
+        """The series of ``predict_path``, each forecast from its last ``lookback`` rows."""
         hp = self.hparams
         lookback, horizon, _ = self._window
         if not hp.predict_path:

@@ -8,42 +8,20 @@ after another. Both run on daemon threads: a call stuck on a server that never a
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .errors import first_line
+from .liveness import HEARTBEAT_S, HEARTBEAT_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 Row = tuple[str, float, int, int]  # (key, value, timestamp in ms, step)
-HOST_TAG, PID_TAG = "process.host", "process.pid"  # where the process that runs a run lives
-HEARTBEAT_TAG = "process.heartbeat"  # seconds since the epoch, set every HEARTBEAT_S while the process lives
-HEARTBEAT_S = 60.0
-GONE_AFTER_S = 5 * HEARTBEAT_S  # a RUNNING run of another host without a heartbeat for this long has lost it
-
-
-def process_gone(run: Any, now: float | None = None) -> bool:
-    """Whether a RUNNING run's process has died: its pid is gone from this host, or its heartbeat stopped."""
-    tags = run.data.tags
-    if tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG, "").isdigit():
-        try:
-            os.kill(int(tags[PID_TAG]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            pass
-        return False
-    last = float(tags.get(HEARTBEAT_TAG) or run.info.start_time / 1000)  # another host: only its heartbeat tells
-    return (now or time.time()) - last > GONE_AFTER_S
-
-
-def first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def rejected_by_store(error: Exception) -> bool:
@@ -193,9 +171,7 @@ class Uploads:
                 call()
             except Exception as error:  # a full disk, a read-only folder, a store away: training goes on
                 self.failed.append(what)
-                log.warning(
-                    "could not upload %s to MLflow: %s", what, str(error).splitlines()[0] if str(error) else error
-                )
+                log.warning("could not upload %s to MLflow: %s", what, first_line(error))
             finally:
                 done.set()
 

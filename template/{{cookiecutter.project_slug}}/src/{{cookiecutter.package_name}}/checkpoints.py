@@ -16,6 +16,7 @@ Lightning removes one. Today there is one: ``Trainer._checkpoint_connector._hpc_
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from pathlib import Path
@@ -28,6 +29,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from .errors import first_line
+
 RUNS_DIR = "runs"
 HPC_CHECKPOINT = re.compile(r"hpc_ckpt_(\d+)\.ckpt")
 
@@ -36,7 +39,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be found or read; reported as one ERROR line."""
 
 
-def readable(path: str | Path) -> Path:
+def check_readable(path: str | Path) -> Path:
     """``path`` if it is a whole checkpoint of plain tensors and values (no code to unpickle), else a clear error."""
     path = Path(path)
     if not path.is_file():
@@ -44,10 +47,9 @@ def readable(path: str | Path) -> Path:
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # truncated, not a checkpoint, or pickled objects that would run code
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"{str(path)!r} is not a readable checkpoint ({reason[:200]}). It may be truncated (a training killed "
-            "while saving it) or not come from this project: pass another one, e.g. --ckpt_path last"
+            f"{str(path)!r} is not a readable checkpoint ({first_line(error)[:200]}). It may be truncated (a training "
+            "killed while saving it) or not come from this project: pass another one, e.g. --ckpt_path last"
         ) from None
     return path
 
@@ -62,10 +64,11 @@ def run_id(path: str | Path) -> str | None:
     return (entry(path, "mlflow") or {}).get("run_id")
 
 
-def same_task(path: Path, task: str) -> Path:
+def check_task(path: Path, task: str) -> Path:
     """``path`` if its model is ``task``'s: Lightning would otherwise load another task's model and hand it this
-    task's data, which fails deep inside."""
-    from .tasks import TASKS, task_of
+    task's data, which fails deep inside. Only the registry's model classes are accepted, and nothing the
+    checkpoint names is imported."""
+    from .tasks import TASKS
 
     hparams = entry(path, "hyper_parameters") or {}
     saved = hparams.get("_class_path") if isinstance(hparams, dict) else None
@@ -73,13 +76,9 @@ def same_task(path: Path, task: str) -> Path:
         return path  # written by a plain Trainer: the config names the model, and its spec is checked when connected
     found = next((t for t in TASKS.values() if saved.endswith(f".{t.model}")), None)
     if found is None:
-        try:
-            module, _, name = saved.rpartition(".")
-            found = task_of(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError, LookupError, ValueError):
-            raise CheckpointError(
-                f"{str(path)!r} holds a {saved} model, which no task of this project has ({', '.join(TASKS)})"
-            ) from None
+        raise CheckpointError(
+            f"{str(path)!r} holds a {saved} model, which no task of this project has ({', '.join(TASKS)})"
+        )
     if found.name != task:
         raise CheckpointError(
             f"{str(path)!r} is a checkpoint of task {found.name!r} ({found.model.rpartition('.')[2]}), not of "
@@ -88,17 +87,25 @@ def same_task(path: Path, task: str) -> Path:
     return path
 
 
-def resolve(value: str, task: str, runs_dir: str | Path = RUNS_DIR) -> Path:
-    """The checkpoint file that ``value`` names, checked with ``readable``.
+def model_arguments(path: str | Path, model: type) -> dict[str, Any]:
+    """The init arguments a checkpoint's model was made with (its spec included): those of ``model``'s own
+    signature only, so a test or predict rebuilds the trained model whatever the config says."""
+    saved = entry(path, "hyper_parameters") or {}
+    accepted = inspect.signature(model.__init__).parameters
+    return {k: v for k, v in saved.items() if k in accepted and k != "self"} if isinstance(saved, dict) else {}
+
+
+def resolve(value: str, task: str, runs_dir: str | Path, uri: str) -> Path:
+    """The checkpoint file that ``value`` names, checked with ``check_readable``.
 
     ``best``/``last``: the newest such checkpoint of ``task``; a run id: that run's ``last.ckpt``; ``runs:/<run id>``
     or ``models:/<name>/<version or alias>``: the run's checkpoint artifact in the tracking store; else a file.
-    A checkpoint of another task is refused.
+    ``uri`` is the tracking store's. A checkpoint of another task is refused.
     """
-    return same_task(_resolve(value, task, runs_dir), task)
+    return check_task(_resolve(value, task, runs_dir, uri), task)
 
 
-def _resolve(value: str, task: str, runs_dir: str | Path) -> Path:
+def _resolve(value: str, task: str, runs_dir: str | Path, uri: str) -> Path:
     runs = Path(runs_dir) / task
     if value in ("best", "last"):
         found = sorted(runs.glob(f"*/checkpoints/{value}.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -107,9 +114,9 @@ def _resolve(value: str, task: str, runs_dir: str | Path) -> Path:
                 f"no {value}.ckpt for task {task!r} under {runs.resolve()}/. Train first (make train TASK={task}) or "
                 "pass a checkpoint file: --ckpt_path path/to/file.ckpt"
             )
-        return readable(found[-1])
+        return check_readable(found[-1])
     if value.startswith(("runs:/", "models:/")):
-        return readable(from_store(value, Path(runs_dir) / "downloaded"))
+        return check_readable(from_store(value, uri, Path(runs_dir) / "downloaded"))
     if not Path(value).exists() and re.fullmatch(r"[0-9a-f]{32}", value):  # an MLflow run id
         found = runs / value / "checkpoints" / "last.ckpt"
         if not found.is_file():
@@ -117,18 +124,18 @@ def _resolve(value: str, task: str, runs_dir: str | Path) -> Path:
             raise CheckpointError(
                 f"no last.ckpt of run {value} under {runs}/; runs with one: {', '.join(known) or 'none'}"
             )
-        return readable(found)
-    return readable(value)
+        return check_readable(found)
+    return check_readable(value)
 
 
-def from_store(uri: str, out_dir: Path) -> Path:
+def from_store(uri: str, tracking_uri: str, out_dir: Path) -> Path:
     """Download the checkpoint artifact of the run behind ``runs:/<run id>[/...]`` or ``models:/<name>/<ref>``."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from .store import redact, tracking_uri
+    from .store import redact
 
-    client = MlflowClient(tracking_uri())
+    client = MlflowClient(tracking_uri)
     try:
         if uri.startswith("models:/"):
             name, _, ref = uri[len("models:/") :].partition("/")
@@ -140,7 +147,7 @@ def from_store(uri: str, out_dir: Path) -> Path:
             run = uri[len("runs:/") :].split("/")[0]
         artifacts = {Path(a.path).name: a.path for a in client.list_artifacts(run, "checkpoints")}
     except MlflowException as error:
-        raise CheckpointError(f"cannot find {uri} in {redact(tracking_uri())}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot find {uri} in {redact(tracking_uri)}: {first_line(error)}") from None
     chosen = next((artifacts[n] for n in ("best.ckpt", "last.ckpt") if n in artifacts), None)
     chosen = chosen or next((p for n, p in sorted(artifacts.items()) if n.endswith(".ckpt")), None)
     if chosen is None:
@@ -206,7 +213,7 @@ def own_hpc_checkpoint(trainer: Trainer) -> str | None:
     path = trainer._checkpoint_connector._hpc_resume_path
     if path is None:
         return None
-    readable(path)
+    check_readable(path)
     job = os.environ.get("SLURM_JOB_ID")
     owner = entry(path, "slurm_job_id")
     if owner != job:
@@ -218,10 +225,11 @@ def own_hpc_checkpoint(trainer: Trainer) -> str | None:
     return path
 
 
-class CheckpointKeeper(Callback):
-    """Marks checkpoints with their SLURM job, and saves one when SIGTERM stops a training (a cancelled or
-    requeued job, a `kill`): ``last.ckpt``, so that ``make resume`` loses little work, and under SLURM a
-    preemption checkpoint in the job's folder, so that the requeued job continues by itself."""
+class PreemptionCheckpoints(Callback):
+    """What a stopped or requeued job needs to go on: a checkpoint saved when SIGTERM stops a training (a cancelled
+    or requeued job, a `kill`): ``last.ckpt``, so that ``make resume`` loses little work, and under SLURM a
+    preemption checkpoint in the job's folder, so that the requeued job continues by itself; and the SLURM job
+    written into every checkpoint, so that a job resumes only its own (``own_hpc_checkpoint``)."""
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         if "SLURM_JOB_ID" in os.environ:

@@ -63,14 +63,13 @@ class MLflowLogger(Logger):
     def experiment(self) -> MlflowClient | None:
         return self.run.client
 
+    # Global rank 0 only, where the run is started before the trainer's command runs.
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        if self.run.sender is not None:
-            self.run.sender.put_params(flatten(vars(params) if isinstance(params, Namespace) else params))
+        self.run.sender.put_params(flatten(vars(params) if isinstance(params, Namespace) else params))
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self.run.sender is not None:
-            timestamp = int(time.time() * 1000)
-            rows = [(k, float(v), timestamp, step or 0) for k, v in metrics.items() if not isinstance(v, str)]
-            self.run.sender.put(rows)
+        timestamp = int(time.time() * 1000)
+        rows = [(k, float(v), timestamp, step or 0) for k, v in metrics.items() if not isinstance(v, str)]
+        self.run.sender.put(rows)

@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
+PACKAGE = __name__.rpartition(".")[0]
 # Lightning advertises its cloud products ("💡 Tip: ... try installing [litlogger]") as INFO at every Trainer.
 ADVERTISEMENT = "💡 Tip:"
 # Loggers that emit Lightning's rank-zero INFO lines: lightning's own, and pytorch_lightning's once mlflow.pytorch
@@ -34,8 +35,12 @@ def verbose() -> bool:
 
 
 def quiet_terminal() -> None:
-    """Silence the known noise of Lightning, PyTorch and MLflow for this process and the processes it starts."""
+    """Silence the known noise of Lightning, PyTorch and MLflow for this process and the processes it starts, and
+    show this project's own log lines (what the data modules say: skipped entries, formats) in one form."""
     _one_log_format()
+    logging.getLogger(PACKAGE).setLevel(logging.INFO)
+    # MLflow prints a link to each run when it ends, with the tracking URI as given: a password in it too.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if verbose():
         return
     for name in RANK_ZERO_LOGGERS:

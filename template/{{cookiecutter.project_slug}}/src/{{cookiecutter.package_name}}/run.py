@@ -1,11 +1,10 @@
 """The only owner of a training's MLflow run: it starts or continues the run, tags it, uploads the config, files,
-the best checkpoint and (if asked) the model, and records how the command ended, on every exit path.
+the best checkpoint and (if asked) the model, and records how the command ended.
 
-The CLI makes one ``TrackedRun`` per command and calls ``start`` (global rank 0 only, once the data and the model
-are set up) and ``end``; as a Lightning callback it also sees checkpoints being saved and training stopping.
-``MLflowLogger`` hands metrics to the run's sender; nothing else touches the run. Every store call after ``start``
-is made off the training thread (``background.py``), and ``end`` waits for them at most ``end_timeout_s``:
-a full disk, a read-only artifact folder or a server that stops answering never stops a training or hangs it.
+Its life is ``with run.started(command, checkpoint):`` around the trainer's command: entering starts (or continues)
+the run on global rank 0; leaving maps the way out to FINISHED, FAILED or KILLED (Ctrl-C, SIGTERM). Store calls
+after the start are made off the training thread (``background.py``), and the end waits for them at most
+``end_timeout_s``: a full disk or a server that stops answering never stops a training or hangs it.
 """
 
 from __future__ import annotations
@@ -14,23 +13,28 @@ import csv
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .background import HEARTBEAT_TAG, HOST_TAG, PID_TAG, MetricSender, Uploads, process_gone
+from .background import MetricSender, Uploads
+from .checkpoints import run_id
+from .liveness import mark_dead_runs, process_tags
 from .store import artifact_location, redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from .tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
 
@@ -68,46 +72,63 @@ class RunSettings:
 
 
 class TrackedRun(Callback):
-    """One MLflow run for one command (``fit`` then its test, or ``test``/``validate`` alone), whatever the ranks."""
+    """One MLflow run for one command (``fit`` then its test, or ``test``/``validate`` alone), whatever the ranks.
 
-    def __init__(self, settings: RunSettings, uri: str, experiment: str, root_dir: str | Path) -> None:
+    ``config`` is the command's resolved config, uploaded as ``config.yaml``.
+    """
+
+    def __init__(self, settings: RunSettings, uri: str, experiment: str, root_dir: str | Path, config: str) -> None:
         self.settings, self.uri, self.experiment, self.root_dir = settings, uri, experiment, Path(root_dir)
-        self.id: str | None = None
+        self.config = config
+        self.id: str | None = None  # set on global rank 0 while the run is started
         self.client: MlflowClient | None = None
         self.sender: MetricSender | None = None
         self.uploads = Uploads()
+        self.stopped_by: BaseException | None = None  # a Ctrl-C or SIGTERM the trainer saw (it exits 1 after Ctrl-C)
         self._monitor: Any = None
         self._checkpoints: Any = None  # the trainer's ModelCheckpoint, for the best checkpoint at the end
-        self._stopped_by_user = False
-        self._ended = False
 
     @property
     def folder(self) -> Path:
         """This run's local folder: ``<root>/<task>/<run id>`` (checkpoints, unsent metrics)."""
         return self.root_dir / self.experiment / str(self.id)
 
-    def start(self, command: str, continue_run: str | None = None) -> None:
+    @contextmanager
+    def started(self, command: str, checkpoint: str | None = None) -> Iterator[TrackedRun]:
+        """The run, started for ``command`` (a checkpoint of one of this store's runs continues that run) on global
+        rank 0, and ended with the way the block is left; on the other ranks the block just runs."""
+        if rank_zero_only.rank != 0:
+            yield self
+            return
+        continued = run_id(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
+        self._start(command, continued)
+        try:
+            yield self
+        except BaseException as error:
+            stopped = isinstance(error, KeyboardInterrupt | SIGTERMException) or self.stopped_by is not None
+            self._end("KILLED" if stopped else "FAILED")
+            raise
+        self._end("FINISHED")
+
+    def _start(self, command: str, continue_run: str | None) -> None:
         """Create the run, or continue ``continue_run`` (a resumed training); mark runs whose process died."""
         from mlflow import MlflowClient
         from mlflow.tracking.context.registry import resolve_tags
 
-        # MLflow prints a link to the run when it ends, with the tracking URI as given: a password in it too.
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         client = MlflowClient(self.uri)
         experiment_id = self._experiment_id(client)
-        self._end_runs_without_process(client, experiment_id, keep=continue_run)
+        mark_dead_runs(client, experiment_id, keep=continue_run)
         logged_through: dict[str, int] = {}
-        process = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: str(int(time.time()))}
         run = self._continued(client, continue_run) if continue_run is not None else None
         if run is not None:
             client.update_run(continue_run, status="RUNNING")
-            for key, value in process.items():
+            for key, value in process_tags().items():
                 client.set_tag(continue_run, key, value)
             self.id = continue_run
             for key in run.data.metrics:  # a resumed training repeats the steps after its checkpoint
                 logged_through[key] = max(m.step for m in client.get_metric_history(continue_run, key))
         else:
-            tags = {"task": self.experiment, "command": command, **process, **(self.settings.tags or {})}
+            tags = {"task": self.experiment, "command": command, **process_tags(), **(self.settings.tags or {})}
             # A name of our own: MLflow draws its names from `random`, which seed_everything made repeat.
             name = self.settings.run_name or f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             self.id = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name).info.run_id
@@ -115,6 +136,7 @@ class TrackedRun(Callback):
         self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through)
         if self.settings.system_metrics:
             self._start_system_metrics(resume=continue_run is not None)
+        self.log_text(self.config, "config.yaml")
         where = redact(self.uri)
         if self.uri.startswith(("http://", "https://")):  # the run's page in the UI
             where = f"{where.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.id}"
@@ -152,14 +174,6 @@ class TrackedRun(Callback):
                 'continue the training in a new run: ARGS="--tracking.if_run_missing new"'
             ) from None
 
-    def _end_runs_without_process(self, client: MlflowClient, experiment_id: str, keep: str | None) -> None:
-        """Mark KILLED the RUNNING runs of this task whose process is gone (SIGKILL, a lost node)."""
-        for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
-            if run.info.run_id != keep and process_gone(run):
-                client.set_tag(run.info.run_id, "process.ended", "its process died; marked by a later command")
-                client.set_terminated(run.info.run_id, "KILLED")
-                log.warning("run %s was RUNNING but its process is gone: marked KILLED", run.info.run_id)
-
     def _start_system_metrics(self, resume: bool) -> None:
         try:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -172,14 +186,11 @@ class TrackedRun(Callback):
             log.warning("system metrics are off: %s", error)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.client is not None:
-            self.uploads.add(artifact_file, lambda: self.client.log_text(self.id, text, artifact_file))
+        """Upload ``text`` as ``artifact_file`` (global rank 0, while the run is started)."""
+        self.uploads.add(artifact_file, lambda: self.client.log_text(self.id, text, artifact_file))
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None) -> None:
         """Upload ``local_dir`` (this run takes it over and deletes it afterwards) as ``artifact_path``."""
-        if self.client is None:
-            shutil.rmtree(local_dir, ignore_errors=True)
-            return
 
         def upload() -> None:
             try:
@@ -201,19 +212,19 @@ class TrackedRun(Callback):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            self._stopped_by_user = True  # KILLED, not FAILED: `make resume` continues it
+            self.stopped_by = exception  # KILLED, not FAILED: `make resume` continues it
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.client is not None and self.settings.log_model and not trainer.interrupted:
+        if trainer.is_global_zero and self.settings.log_model and not trainer.interrupted:
             self._log_model(pl_module)
 
-    def _log_model(self, module: LightningModule) -> None:
+    def _log_model(self, module: TaskModule) -> None:
         """Save ``module`` as an MLflow PyTorch model here, and upload it in the background."""
         import lightning
         import mlflow.pytorch
 
         folder = Path(tempfile.mkdtemp(prefix="mlflow-model-")) / "model"
-        example = getattr(module, "example_input", lambda: None)()
+        example = module.example_input()
         try:
             mlflow.pytorch.save_model(
                 module,
@@ -227,14 +238,11 @@ class TrackedRun(Callback):
             return
         self.log_artifacts(folder.parent, None)
 
-    def end(self, status: str) -> None:
-        """Upload the best checkpoint and mark the run FINISHED, FAILED or KILLED: once, on every exit path, and
-        within ``end_timeout_s`` whatever the store does."""
-        if self.client is None or self._ended:
-            return
-        self._ended = True
+    def _end(self, status: str) -> None:
+        """Upload the best checkpoint and mark the run ``status``, within ``end_timeout_s`` whatever the store does."""
         deadline = time.monotonic() + self.settings.end_timeout_s
-        path = getattr(self._checkpoints, "best_model_path", "") or getattr(self._checkpoints, "last_model_path", "")
+        keeper = self._checkpoints
+        path = (keeper.best_model_path or keeper.last_model_path) if keeper is not None else ""
         if self.settings.log_checkpoints and path and Path(path).exists():
             self.uploads.add(f"checkpoint {path}", lambda: self.client.log_artifact(self.id, path, "checkpoints"))
             where = str(Path(path).resolve())
@@ -249,8 +257,7 @@ class TrackedRun(Callback):
             note = ", ".join(not_uploaded)
             self.uploads.add("the upload_failures tag", lambda: self.client.set_tag(self.id, "upload_failures", note))
             log.warning("not uploaded to MLflow run %s: %s", self.id, note)
-        final = "KILLED" if self._stopped_by_user else status
-        self.uploads.add(f"the run status ({final})", lambda: self.client.set_terminated(self.id, final))
+        self.uploads.add(f"the run status ({status})", lambda: self.client.set_terminated(self.id, status))
         if self.uploads.wait(max(0.0, deadline - time.monotonic())):
             log.error(
                 "MLflow (%s) did not answer within %.0f s; run %s stays RUNNING there (`make runs` shows its process "
@@ -264,15 +271,3 @@ class TrackedRun(Callback):
         with open(path, "a", newline="") as f:
             csv.writer(f).writerows(rows)
         log.error("could not send %d metrics to MLflow (%s); they are saved in %s", len(rows), self.sender.error, path)
-
-
-class LogConfig(SaveConfigCallback):
-    """Hands the resolved config to the run as ``config.yaml`` (Lightning's version needs a local log folder)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        for callback in trainer.callbacks:
-            if isinstance(callback, TrackedRun):
-                callback.log_text(self.parser.dump(self.config, skip_none=False), "config.yaml")

@@ -89,7 +89,7 @@ def print_runs(uri: str, limit: int = 20) -> None:
     beats it, the loss, the run's name."""
     from mlflow import MlflowClient
 
-    from .background import process_gone
+    from .liveness import process_gone
 
     client = MlflowClient(uri)
     print(f"MLflow runs in {redact(uri)}")

@@ -1,9 +1,10 @@
-"""Sample predictions in the MLflow run: what a task shows of its first validation batch each epoch, and of its
+"""Example predictions in the MLflow run: what a task shows of its first validation batch each epoch, and of its
 first test batch, as a table (CSV and HTML), images and a figure.
 
-A task says *what* to show with ``sample_predictions(batch, outputs) -> Samples`` (``outputs``: what its
-``validation_step``/``test_step`` returned); this callback decides *when*, renders the files and hands them to
-the run. Without a tracked run (``--trainer.logger false``) the files go to ``<runs>/<task>/samples/``.
+A task says *what* to show with ``example_predictions(batch, outputs) -> Examples`` (``outputs``: what its
+``validation_step``/``test_step`` returned; at most its ``examples_to_log`` rows); this callback decides *when*,
+renders the files and hands them to the run. Without a tracked run (``--trainer.logger false``) the files go to
+``<runs>/<task>/examples/``. (The bundled sample *data* is another thing: ``sample_data.py``.)
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+if TYPE_CHECKING:
+    from .tasks.base import TaskModule
+
 
 @dataclass
-class Samples:
-    """A task's sample predictions: one row per example, and optionally an image per row and a figure."""
+class Examples:
+    """A task's example predictions: one row per example, and optionally an image per row and a figure."""
 
     rows: list[dict[str, Any]]
     images: list[np.ndarray] | None = None  # (height, width, 3) uint8, shown in the row's HTML
@@ -54,9 +58,9 @@ class Samples:
             self.figure.savefig(folder / "figure.png", dpi=100, bbox_inches="tight")
 
 
-class SamplePredictions(Callback):
-    """Asks the task for samples of its first validation batch each epoch (``samples/val_epoch<N>``) and of its
-    first test batch (``samples/test``), on global rank 0, and hands the files to ``upload(folder, name)``, which
+class ExamplePredictions(Callback):
+    """Asks the task for examples of its first validation batch each epoch (``examples/val_epoch<N>``) and of its
+    first test batch (``examples/test``), on global rank 0, and hands the files to ``upload(folder, name)``, which
     takes the folder over (the run uploads it in the background, then deletes it)."""
 
     def __init__(self, upload: Callable[[Path, str], None]) -> None:
@@ -66,18 +70,20 @@ class SamplePredictions(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
         if batch_idx == 0 and not trainer.sanity_checking:
-            self._log(trainer, pl_module, batch, outputs, f"samples/val_epoch{trainer.current_epoch:03d}")
+            self._log(trainer, pl_module, batch, outputs, f"examples/val_epoch{trainer.current_epoch:03d}")
 
     def on_test_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
         if batch_idx == 0:
-            self._log(trainer, pl_module, batch, outputs, "samples/test")
+            self._log(trainer, pl_module, batch, outputs, "examples/test")
 
-    def _log(self, trainer: Trainer, pl_module: LightningModule, batch: Any, outputs: Any, name: str) -> None:
-        show = getattr(pl_module, "sample_predictions", None)
-        if not trainer.is_global_zero or outputs is None or show is None:
+    def _log(self, trainer: Trainer, pl_module: TaskModule, batch: Any, outputs: Any, name: str) -> None:
+        if not trainer.is_global_zero or outputs is None:
             return
-        folder = Path(tempfile.mkdtemp(prefix="samples-"))
-        show(batch, outputs).save(folder)
+        examples = pl_module.example_predictions(batch, outputs)
+        if examples is None:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="examples-"))
+        examples.save(folder)
         self.upload(folder, name)
