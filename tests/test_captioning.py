@@ -453,7 +453,7 @@ def test_encoder_weights_file_freezing_and_decoding(package, images, tmp_path):
     weights = torchvision.models.resnet18().state_dict()
     torch.save(weights, tmp_path / "resnet18.pth")
     vocab = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]
-    spec = {"vocab": vocab, "image_size": 64}
+    spec = {"vocab": vocab, "image_size": 64, "common_caption": "a red circle"}
     model = captioning.ImageCaptioner(
         encoder="resnet18", weights_path=str(tmp_path / "resnet18.pth"), freeze_encoder=True, d_model=32
     )  # a new model reads the file; one rebuilt from a checkpoint (spec given) gets its weights from the checkpoint
