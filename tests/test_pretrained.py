@@ -171,3 +171,22 @@ def test_the_commented_pretrained_variant_of_each_config_is_valid(project, tmp_p
     printed = run_cli(project, "fit", "--config", str(tmp_path / "variant.yaml"), "--print_config", **ONE_THREAD)
     model = yaml.safe_load(printed.stdout)["model"]["init_args"]
     assert {key: str(model[key]).lower() if model[key] is not None else "null" for key in variant} == variant
+
+
+def test_wav2vec2_layers_learn_at_rates_decaying_downwards_and_its_feature_encoder_is_frozen(package):
+    transcription = importlib.import_module(f"{package.__name__}.tasks.transcription")
+    model = transcription.SpeechTranscriber(encoder="wav2vec2_base", encoder_layers=3, lr=1e-3, encoder_lr_scale=0.5,
+                                            layer_lr_decay=0.8)  # fmt: skip
+    encoder = model.speech_encoder
+    groups = encoder.param_groups(1e-3 * 0.5, 0.8)
+    layers = encoder.model.encoder.transformer.layers
+    assert len(layers) == 3 and [g["lr"] for g in groups] == pytest.approx(
+        [5e-4 * 0.8**2, 5e-4 * 0.8, 5e-4, 5e-4 * 0.8**3]
+    )
+    in_groups = {id(p) for g in groups for p in g["params"]}
+    assert not any(id(p) in in_groups or p.requires_grad for p in encoder.model.feature_extractor.parameters())
+    assert all(id(p) in in_groups for name, p in encoder.named_parameters() if "feature_extractor" not in name)
+    model.train()
+    assert encoder.training and not encoder.model.feature_extractor.training
+    encoder.set_frozen(True, training=True)  # the first freeze_epochs: the CTC head alone learns
+    assert not encoder.training and not any(p.requires_grad for p in encoder.parameters())
