@@ -104,6 +104,10 @@ def bleu_after(cls, args: dict, dm, minutes: float, first: float, later: float) 
     return result["test/bleu4"], result["test/common_bleu4"], run.current_epoch
 
 
+def ratio(score: float, baseline: float) -> str:
+    return f"{score / baseline:.2f}" if baseline > 0 else "n/a (0 from scratch: give it more time or images)"
+
+
 def captioning(project: Path, tmp: Path, minutes: float, num_images: int) -> None:
     images = importlib.import_module(f"{PACKAGE}.datamodules.images")
     cls = importlib.import_module(f"{PACKAGE}.tasks.captioning").ImageCaptioner
@@ -120,7 +124,7 @@ def captioning(project: Path, tmp: Path, minutes: float, num_images: int) -> Non
         print(
             f"captioning, {name}: test BLEU-4 {score:.3f} after {minutes:g} min ({epochs} epochs of "
             f"{later:.1f} s, the first {first:.1f} s) vs baseline {baseline:.3f}; "
-            f"ratio to from scratch {score / max(scores['from scratch (small CNN)'], 1e-9):.2f}",
+            f"ratio to from scratch {ratio(score, scores['from scratch (small CNN)'])}",
             flush=True,
         )
     frozen, cached = later_s["Lite0 frozen"], later_s["Lite0 frozen, cached features"]
