@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "template" / "{{cookiecutter.project_slug}}" / "requirements.lock"
 # requirement name -> the Jinja condition under which template/.../pyproject.toml declares it
-CONDITIONAL = {"espeakng-loader": "\"transcription\" in cookiecutter.__tasks.split()"}
+CONDITIONAL = {"espeakng-loader": '"transcription" in cookiecutter.__tasks.split()'}
 
 
 def package_blocks(lines: list[str]) -> list[tuple[str | None, list[str]]]:
@@ -34,10 +34,12 @@ def templated(lock: str, slug: str, python: str) -> str:
     for name, block in package_blocks(lock.splitlines(keepends=True)):
         text = "".join(block).replace(f"{slug} (pyproject.toml)", "{{ cookiecutter.project_slug }} (pyproject.toml)")
         if name is None:  # the header: requirements as pyproject.toml declares them
-            text = text.replace(f"#   requires-python >={python}\n", "#   requires-python >={{ cookiecutter.python_version }}\n")
+            python_line = "#   requires-python >={}\n"
+            text = text.replace(python_line.format(python), python_line.format("{{ cookiecutter.python_version }}"))
             for requirement, condition in CONDITIONAL.items():
                 # {%- strips the newline before the tag: the header stays one block of lines either way
-                text = re.sub(rf"(#   {re.escape(requirement)}\b.*\n)", rf"{{%- if {condition} %}}\n\1{{%- endif %}}\n", text)
+                line = rf"(#   {re.escape(requirement)}\b.*\n)"
+                text = re.sub(line, rf"{{%- if {condition} %}}\n\1{{%- endif %}}\n", text)
         elif name in CONDITIONAL:
             raw = "".join(block)
             others = [v for v in re.findall(r"#\s+(?:via )?(\S+)", raw) if v not in ("via", slug, "(pyproject.toml)")]
