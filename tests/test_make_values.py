@@ -20,7 +20,12 @@ RECIPES = {  # target: (the variables its recipe uses, what else it needs)
     "train-torchrun": (["NNODES", "NPROC", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"], ["TASK=forecasting"]),
     "train-slurm": (["NNODES", "NPROC"], ["TASK=forecasting"]),
     "mlflow-ui": (["MLFLOW_HOST", "MLFLOW_PORT"], []),
-    "mlflow-server": (["MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_AUTH_ADMIN_PASSWORD_FILE"], ["MLFLOW_AUTH=1"]),
+    "mlflow-server": (
+        ["MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_AUTH_ADMIN_PASSWORD_FILE", "BACKEND", "MLFLOW_WORKERS"],
+        ["MLFLOW_AUTH=1"],
+    ),
+    "mlflow-db-upgrade": (["BACKEND"], []),
+    "mlflow-migrate": (["TO", "FROM"], ["TO=http://127.0.0.1:9"]),
 }
 
 
@@ -30,8 +35,8 @@ def stand_ins(folder: Path) -> tuple[Path, Path]:
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
     python.write_text(
-        f'#!/bin/sh\ncase "$1" in -c) exec {sys.executable} "$@";; esac\necho "${{STORE_URI:-sqlite:///{folder}/x.db}}"\n'
-    )  # `store init` prints $STORE_URI
+        f'#!/bin/sh\ncase "$1" in -c) exec {sys.executable} "$@";; esac\necho "${{FAKE_STORE_URI:-sqlite:///{folder}/x.db}}"\n'
+    )  # `store init` prints $FAKE_STORE_URI
     for name in ("torchrun", "mlflow"):
         (venv / "bin" / name).write_text("#!/bin/sh\nexit 0\n")
     tools = folder / "tools"
@@ -86,7 +91,7 @@ def test_the_store_uri_reaches_mlflow_in_its_environment_not_its_argv(project: P
     venv, tools = stand_ins(tmp_path)
     (venv / "bin" / "mlflow").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nenv > {tmp_path}/env\n')
     store = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
-    env = {**os.environ, "STORE_URI": store}
+    env = {**os.environ, "FAKE_STORE_URI": store}
     subprocess.run(["make", "-C", str(project), f"VENV={venv}", target], env=env, check=True, capture_output=True)
     assert "S3cret-pw" not in (tmp_path / "argv").read_text()
     assert f"MLFLOW_BACKEND_STORE_URI={store}" in (tmp_path / "env").read_text().splitlines()
