@@ -50,7 +50,7 @@ from .tasks import PACKAGE, Task, task_of
 from .tasks.base import TaskModule
 from .train_loss import TrainLoss
 
-COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = {"fit": Trainer.fit, "validate": Trainer.validate, "test": Trainer.test, "predict": Trainer.predict}
 RESOLVED_CHECKPOINT = "LIGHTNING_TASKS_CHECKPOINT"  # --ckpt_path as rank 0 resolved it, for the other ranks
 USER_ERRORS = (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing, PreflightError)  # one line
 
@@ -80,13 +80,7 @@ def main(args: list[str] | None = None) -> None:
         continued = (checkpoint or own_hpc_checkpoint(trainer)) if command == "fit" else None  # resuming: its run
         with run.started(command, continued) if run else contextlib.nullcontext():  # 7
             keep_skipped(data.skipped, run, trainer, task, command)
-            commands = {
-                "fit": trainer.fit,
-                "validate": trainer.validate,
-                "test": trainer.test,
-                "predict": trainer.predict,
-            }
-            commands[command](model, datamodule=data, ckpt_path=checkpoint)
+            COMMANDS[command](trainer, model, datamodule=data, ckpt_path=checkpoint)
             if command == "fit" and config.test_after_fit:
                 test_best(trainer, model, data)
     except USER_ERRORS as error:
