@@ -48,6 +48,7 @@ class SpecDataModule(LightningDataModule):
     """
 
     spec: Any = None  # the spec dataclass of the task: made by ``setup("fit")``, or a trained model's (``use_spec``)
+    trained_settings: dict[str, Any] = {}  # noqa: RUF012  (read only) the checkpoint's data settings, when there is one
 
     def __init__(self) -> None:
         super().__init__()

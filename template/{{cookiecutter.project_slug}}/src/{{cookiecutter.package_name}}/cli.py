@@ -13,7 +13,6 @@ import shutil
 import signal
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -46,6 +45,7 @@ from .store import TrackingUnavailable, prepare_store, tracking_uri
 from .tasks import PACKAGE, Task, task_of
 from .tasks.base import TaskModule
 from .train_loss import TrainLoss
+from .training_data import as_trained, spec_mismatch, training_settings
 
 COMMANDS = ("fit", "validate", "test", "predict")
 RESOLVED_CHECKPOINT = "LIGHTNING_TASKS_CHECKPOINT"  # --ckpt_path as rank 0 resolved it, for the other ranks
@@ -110,7 +110,7 @@ class ConfigParser(LightningCLI):
     """
 
     def __init__(self, command: str, argv: list[str]) -> None:
-        self.command = command
+        self.command, self.argv = command, argv
         super().__init__(
             TaskModule,
             SpecDataModule,
@@ -152,18 +152,22 @@ class ConfigParser(LightningCLI):
         """Nothing here: ``build`` makes data and model once the checkpoint's arguments are in the config."""
 
     def build(self, checkpoint: Path | None) -> Namespace:
-        """Data, model, callbacks and settings, as the config (and the checkpoint's model arguments) say."""
+        """Data, model, callbacks and settings, as the config (and the checkpoint's model and data arguments) say."""
+        trained = {}  # the training's data settings: predict and resume read the data as it did (training_data.py)
         if checkpoint is not None:  # test, predict and resume rebuild the trained model, its spec included
             saved = {
                 "class_path": self.config.model.class_path,
                 "init_args": model_arguments(checkpoint, self.task_class),
             }
-            self.config = self.parser.parse_object({"model": saved}, self.config)
+            trained = training_settings(checkpoint, _import(self.config.data.class_path))
+            data = as_trained(self.config.data, trained, self.argv)
+            self.config = self.parser.parse_object({"model": saved, "data": data}, self.config)
         try:
             self.config_init = self.parser.instantiate_classes(self.config)
         except (ValueError, LookupError) as error:  # a bad value in the config, not a bug to trace
             cause = innermost_value_error(error)
             raise cause if isinstance(cause, DataError) else ConfigError(first_line(cause)) from None
+        self.config_init.data.trained_settings = trained
         return self.config_init
 
     def dump(self) -> str:
@@ -201,12 +205,7 @@ def connect(command: str, model: TaskModule, data: SpecDataModule) -> None:
     elif command == "fit":  # resuming: the data must be what the checkpoint was trained on
         data.setup("fit")
         if data.spec != model.spec:
-            ours, saved = asdict(data.spec), asdict(model.spec)
-            differ = [name for name in saved if ours[name] != saved[name]]
-            raise DataError(
-                f"the data differs from what the checkpoint was trained on ({', '.join(differ)}): resume with "
-                "the same data and data settings, or start a new training without --ckpt_path"
-            )
+            raise DataError(spec_mismatch(data.spec, model.spec, data.hparams, data.trained_settings))
     else:
         data.use_spec(model.spec)
         data.setup(command)  # validate, test, predict: bad input is refused here, before a run or compute
