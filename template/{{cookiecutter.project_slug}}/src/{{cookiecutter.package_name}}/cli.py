@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgre
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from .checkpoints import (
     RUNS_DIR,
@@ -46,7 +47,9 @@ from .tasks import PACKAGE, Task, task_of
 from .tasks.base import TaskModule
 from .train_loss import TrainLoss
 from .training_data import as_trained, spec_mismatch, training_settings
+from .verdict import print_verdict
 
+log = logging.getLogger(__name__)
 COMMANDS = ("fit", "validate", "test", "predict")
 RESOLVED_CHECKPOINT = "LIGHTNING_TASKS_CHECKPOINT"  # --ckpt_path as rank 0 resolved it, for the other ranks
 USER_ERRORS = (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing)  # not our bugs: one line
@@ -68,7 +71,9 @@ def main(args: list[str] | None = None) -> None:
         built = parser.build(checkpoint)  # 4
         model, data = built.model, built.data
         connect(command, model, data)  # 5
-        settings = describe_run(built.tracking, task, model.hparams, config.trainer.max_epochs)
+        settings = describe_run(
+            built.tracking, task, model.hparams, config.trainer.max_epochs, data_path=data.hparams.get("path")
+        )
         run = TrackedRun(settings, uri, task.name, root, parser.dump()) if tracked else None
         trainer = build_trainer(built, task, run, root)  # 6
         continued = (checkpoint or own_hpc_checkpoint(trainer)) if command == "fit" else None  # resuming: its run
@@ -83,6 +88,8 @@ def main(args: list[str] | None = None) -> None:
             commands[command](model, datamodule=data, ckpt_path=checkpoint)
             if command == "fit" and config.test_after_fit:
                 test_best(trainer, model, data)
+        if command != "predict" and not trainer.interrupted:
+            print_verdict(task, trainer.callback_metrics)  # the last line: does the model beat its baseline?
     except USER_ERRORS as error:
         raise SystemExit(f"ERROR: {first_line(error)}") from None
     except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
@@ -249,7 +256,7 @@ def keep_skipped(skipped: list[str], run: TrackedRun | None, trainer: Trainer, t
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "skipped_inputs.txt").write_text(text)
         where = str(folder / "skipped_inputs.txt")
-    rank_zero_warn(f"{len(skipped)} input(s) were skipped (on_bad_input: skip); the list is in {where}")
+    log.warning("%d input(s) were skipped (on_bad_input: skip); the list is in %s", len(skipped), where)
 
 
 def test_best(trainer: Trainer, model: TaskModule, data: SpecDataModule) -> None:
