@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +38,12 @@ if TYPE_CHECKING:
     from .tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
+# MLflow 3's UI picks its view from this tag, and without it may open a training's experiment as a GenAI one
+# ("Evaluation runs", an assistant panel): these experiments are model trainings.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+TRAINING_TIME = "training_time_s"  # seconds the run's commands ran, summed over resumes (`make runs` shows it)
+EPOCHS = re.compile(r" epochs=\d+$")
 
 
 class RunMissing(LookupError):
@@ -87,6 +94,7 @@ class TrackedRun(Callback):
         self.stopped_by: BaseException | None = None  # a Ctrl-C or SIGTERM the trainer saw (it exits 1 after Ctrl-C)
         self._monitor: Any = None
         self._checkpoints: Any = None  # the trainer's ModelCheckpoint, for the best checkpoint at the end
+        self._trained_s, self._began = 0.0, 0.0  # the run's training time before this command; this one's start
 
     @property
     def folder(self) -> Path:
@@ -121,7 +129,10 @@ class TrackedRun(Callback):
         logged_through: dict[str, int] = {}
         run = self._continued(client, continue_run) if continue_run is not None else None
         if run is not None:
-            client.update_run(continue_run, status="RUNNING")
+            # a resume to more epochs renames `... epochs=2` to `... epochs=4`; a name of the user's own stays
+            same = re.sub(EPOCHS, "", run.info.run_name or "") == re.sub(EPOCHS, "", self.settings.run_name or "")
+            client.update_run(continue_run, status="RUNNING", name=self.settings.run_name if same else None)
+            self._trained_s = float(run.data.tags.get(TRAINING_TIME, 0) or 0)
             for key, value in process_tags().items():
                 client.set_tag(continue_run, key, value)
             self.id = continue_run
@@ -132,7 +143,7 @@ class TrackedRun(Callback):
             # A name of our own: MLflow draws its names from `random`, which seed_everything made repeat.
             name = self.settings.run_name or f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             self.id = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name).info.run_id
-        self.client = client
+        self.client, self._began = client, time.monotonic()
         self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through)
         if self.settings.system_metrics:
             self._start_system_metrics(resume=continue_run is not None)
@@ -149,11 +160,13 @@ class TrackedRun(Callback):
         if experiment is None:
             try:
                 location = artifact_location(self.uri, self.experiment)
-                return client.create_experiment(self.experiment, artifact_location=location)
+                return client.create_experiment(self.experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
             except MlflowException:  # another process created it first
                 return client.get_experiment_by_name(self.experiment).experiment_id
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND not in experiment.tags:  # made by an older version of the project
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
         return experiment.experiment_id
 
     def _continued(self, client: MlflowClient, run_id: str) -> Any:
@@ -245,10 +258,12 @@ class TrackedRun(Callback):
         path = (keeper.best_model_path or keeper.last_model_path) if keeper is not None else ""
         if self.settings.log_checkpoints and path and Path(path).exists():
             self.uploads.add(f"checkpoint {path}", lambda: self.client.log_artifact(self.id, path, "checkpoints"))
-            where = str(Path(path).resolve())
+            where = _shown(Path(path))
             self.uploads.add("the best_checkpoint tag", lambda: self.client.set_tag(self.id, "best_checkpoint", where))
         if self._monitor is not None:
             self.uploads.add("system metrics", self._monitor.finish)
+        spent = f"{self._trained_s + time.monotonic() - self._began:.0f}"  # not the idle time before a resume
+        self.uploads.add(f"the {TRAINING_TIME} tag", lambda: self.client.set_tag(self.id, TRAINING_TIME, spent))
         unsent = self.sender.flush(max(0.0, deadline - time.monotonic()))
         if unsent:
             self._save_unsent(unsent)
@@ -271,3 +286,11 @@ class TrackedRun(Callback):
         with open(path, "a", newline="") as f:
             csv.writer(f).writerows(rows)
         log.error("could not send %d metrics to MLflow (%s); they are saved in %s", len(rows), self.sender.error, path)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project when it is inside it: what a teammate's checkout also has."""
+    from .store import project_root
+
+    resolved = path.resolve()
+    return str(resolved.relative_to(project_root())) if resolved.is_relative_to(project_root()) else str(resolved)
