@@ -97,6 +97,30 @@ def test_each_format_gives_the_same_batches(audio, sample, tmp_path):
     assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2]) and all(speakers)
 
 
+def test_a_manifest_without_speakers_says_so_and_how_it_splits(audio, sample, tmp_path, caplog):
+    """No speaker field: one notice, and a split by utterance, rather than every file counted as a speaker."""
+    manifest = write_formats(sample, tmp_path)["jsonl"]
+    dm = audio.SpeechDataModule(str(manifest), val_fraction=0.25, test_fraction=0.25)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    notices = [r.getMessage() for r in caplog.records if "names no speakers" in r.getMessage()]
+    assert len(notices) == 1, caplog.text
+    assert "the split is by utterance" in notices[0] and "speaker/speaker_id/client_id" in notices[0]
+    assert "train 20, val 10, test 10 utterances" in caplog.text and "from 40 speakers" not in caplog.text
+    # with NeMo's speaker field the same manifest holds speakers out
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for line in lines:
+        line["speaker"] = Path(line["audio_filepath"]).name.split("-")[0]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    caplog.clear()
+    dm = audio.SpeechDataModule(str(manifest), val_fraction=0.25, test_fraction=0.25)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert "names no speakers" not in caplog.text and "from 8 speakers" in caplog.text
+    speakers = [{i.speaker for i in dm.splits[s]} for s in ("train", "val", "test")]
+    assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2])
+
+
 def one_utterance(folder: Path, text: str = "STOP", samples: np.ndarray | None = None) -> Path:
     """A one-utterance LibriSpeech folder; returns the audio path."""
     chapter = folder / "1" / "2"
