@@ -121,6 +121,17 @@ def test_a_manifest_without_speakers_says_so_and_how_it_splits(audio, sample, tm
     assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2])
 
 
+def test_a_folder_is_read_as_the_manifest_it_holds(audio, sample, tmp_path, caplog):
+    manifest = write_formats(sample, tmp_path / "speech")["jsonl"]
+    for other in ("data.csv", "validated.tsv"):
+        (manifest.parent / other).unlink()
+    with caplog.at_level("INFO"):
+        audio.SpeechDataModule(str(manifest.parent), val_fraction=0.25, test_fraction=0.25).setup("fit")
+    assert "reading manifest.jsonl (NeMo manifest)" in caplog.text
+    with pytest.raises(audio.DataError, match=r"is not a LibriSpeech-style folder .* holds no data file"):
+        audio.SpeechDataModule(str(manifest.parent / "clips")).setup("fit")
+
+
 def one_utterance(folder: Path, text: str = "STOP", samples: np.ndarray | None = None) -> Path:
     """A one-utterance LibriSpeech folder; returns the audio path."""
     chapter = folder / "1" / "2"

@@ -20,6 +20,7 @@ from ..common import (
     check_non_negative,
     check_policy,
     check_positive,
+    data_file_in,
     existing_path,
     list_inputs,
     split_by_group,
@@ -27,7 +28,7 @@ from ..common import (
 from .dataset import Collate, LengthGroupedSampler, SpeechDataset
 from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
-from .files import READERS, SAMPLE_HINT, SPEAKER_FIELDS, Utterance, detect_format
+from .files import MANIFESTS, READERS, SAMPLE_HINT, SPEAKER_FIELDS, Utterance, detect_format
 from .text import BLANK, ctc_frames_needed, normalize_text
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class SpeechDataModule(SpecDataModule):
         """Read and check the utterances, split them by speaker, make the character set."""
         hp = self.hparams
         path = existing_path(hp.path, "data.path", SAMPLE_HINT)
+        if path.is_dir() and hp.format == "auto" and next(path.rglob("*.trans.txt"), None) is None:
+            path = data_file_in(path, MANIFESTS, "a LibriSpeech-style folder (*.trans.txt)")  # manifest.jsonl
         fmt = detect_format(path, hp.format)
         if path.is_dir() != (fmt == "librispeech"):
             raise DataError(f"data.path {str(path)!r}: format {fmt} needs a {'folder' if path.is_dir() else 'file'}")

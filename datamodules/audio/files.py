@@ -16,6 +16,12 @@ from ..common import DataError, SkipLog, read_text, sniff_separator
 
 # where the common formats keep the speaker: NeMo manifests, Common Voice's TSVs (client_id), other CSVs
 SPEAKER_FIELDS = ("speaker", "speaker_id", "client_id")
+MANIFESTS = {
+    ".jsonl": "NeMo manifest",
+    ".json": "NeMo manifest",
+    ".csv": "path,transcript table",
+    ".tsv": "Common Voice TSV",
+}
 SAMPLE_HINT = "Generate the sample with `make sample-data TASK=transcription`, or set data.path to your data."
 
 

@@ -62,6 +62,9 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+NO_SERIES = ("None", "none", "null", "")  # what users write for "no series column"
+
+
 def parse_series(
     path: Path,
     frame: pd.DataFrame,
@@ -74,13 +77,18 @@ def parse_series(
     """Validate ``frame`` and split it into series; every problem names the file, row and column."""
     where = path.name
     frame = frame.rename(columns=lambda c: str(c).strip())
+    if series_column in NO_SERIES and series_column not in frame.columns:
+        series_column = None  # `--data.series_column None` reaches here as the text "None"
     needed = [date_column, target, *covariates] + ([series_column] if series_column else [])
     absent = [c for c in needed if c not in frame.columns]
     if absent:
-        raise DataError(
-            f"{where}: column(s) {absent} not found; the file has {list(frame.columns)}. "
-            "Set data.date_column / data.target / data.series_column / data.covariates to match."
-        )
+        hint = "Set data.date_column / data.target / data.series_column / data.covariates to match."
+        if absent == [series_column]:  # a wide file: Date,Open,High,Low,Close
+            hint = (
+                f"A file of one series has no {series_column!r} column: set data.series_column: null (on the "
+                'command line: ARGS="--data.series_column null").'
+            )
+        raise DataError(f"{where}: column(s) {absent} not found; the file has {list(frame.columns)}. {hint}")
     if frame.empty:
         raise DataError(f"{where} has a header but no rows")
     frame = frame.reset_index(drop=True)
