@@ -341,7 +341,8 @@ def test_a_folder_is_read_as_the_captions_file_it_holds_or_refused_naming_what_i
     csv_name = next(p.name for p in folder.iterdir() if p.suffix == ".csv")
     with pytest.raises(DataError, match=rf"holds several data files \({small_coco.name}, {csv_name}\)"):
         images.ImageCaptionDataModule(str(folder)).setup("fit")
-    with pytest.raises(DataError, match=r"not a folder with metadata.jsonl and holds no data file \(\.json \(COCO captions\).*holds \.png"):
+    nothing = r"not a folder with metadata.jsonl and holds no data file \(\.json \(COCO captions\).*holds \.png"
+    with pytest.raises(DataError, match=nothing):
         images.ImageCaptionDataModule(str(folder / "images")).setup("fit")
 
 

@@ -536,7 +536,8 @@ def test_training_is_tracked_in_mlflow(project, trained):
     assert len(client.list_artifacts(trained.info.run_id, "examples")) == EPOCHS + 1, "each epoch, and the test"
     config = client.download_artifacts(trained.info.run_id, "config.yaml")
     assert "PriceForecaster" in Path(config).read_text()
-    assert Path(trained.data.tags["best_checkpoint"]).exists()
+    assert not Path(trained.data.tags["best_checkpoint"]).is_absolute()  # relative to the project: no home folder
+    assert (project / trained.data.tags["best_checkpoint"]).exists()
 
 
 def test_model_beats_the_naive_forecast(trained):
