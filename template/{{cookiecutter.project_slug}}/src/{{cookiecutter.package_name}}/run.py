@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from .tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
-# MLflow 3's UI picks its view from this tag, and without it may open a training's experiment as a GenAI one
-# ("Evaluation runs", an assistant panel): these experiments are model trainings.
+# MLflow 3's UI tells model trainings from GenAI experiments by this tag (3.17 also keeps a per-browser switch,
+# GenAI by default: the links this project prints carry ?workflowType=machine_learning, its training view).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 TRAINING_TIME = "training_time_s"  # seconds the run's commands ran, summed over resumes (`make runs` shows it)
@@ -150,7 +150,7 @@ class TrackedRun(Callback):
         self.log_text(self.config, "config.yaml")
         where = redact(self.uri)
         if self.uri.startswith(("http://", "https://")):  # the run's page in the UI
-            where = f"{where.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.id}"
+            where = f"{where.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.id}?workflowType=machine_learning"
         print(f"MLflow run {self.id} ({'continued' if self.id == continue_run else 'new'}) in {where}")
 
     def _experiment_id(self, client: MlflowClient) -> str:
