@@ -457,6 +457,20 @@ def test_predict_transcribes_new_files(project, package, trained, tmp_path):
     run_make(project, "predict", "TASK=transcription", f"INPUT={tmp_path}", **ONE_THREAD)
     rows = pd.read_csv(project / "predictions" / "transcription.csv", keep_default_na=False)
     assert list(rows.columns) == ["file", "transcript"]
-    assert sorted(Path(f).name for f in rows["file"]) == ["a.wav", "b.flac", "c.wav"]
+    assert [Path(f).name for f in rows["file"]] == ["a.wav", "b.flac", "c.wav"]  # in file order, not by length
     with open(project / "predictions" / "transcription.csv", newline="") as f:
         assert all(set(row["transcript"]) <= set("abcdefghijklmnopqrstuvwxyz '") for row in csv.DictReader(f))
+
+
+def test_uninformative_predictions_are_named(package, caplog):
+    """Four empty transcripts, or the same word for every file, are said; varied ones are not."""
+    predict = importlib.import_module(f"{package.__name__}.predict")
+    with caplog.at_level("WARNING"):
+        predict.warn_if_uninformative([{"file": f, "transcript": ""} for f in "abcd"], "transcript")
+        predict.warn_if_uninformative([{"file": f, "transcript": "stop"} for f in "abc"], "transcript")
+        predict.warn_if_uninformative([{"file": "a", "transcript": "stop"}, {"file": "b", "transcript": "go"}],
+                                      "transcript")  # fmt: skip
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("all 4 predictions have an empty transcript")
+    assert messages[1].startswith("all 3 predictions have the same transcript 'stop'")

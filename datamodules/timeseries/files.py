@@ -103,8 +103,8 @@ def parse_series(
             raise DataError(
                 f"{where} row {row[empty.idxmax()]}: {series_column} is empty; name the series of every row"
             )
-    else:
-        keys = pd.Series(target, index=frame.index)
+    else:  # one series: named after its file (AAPL.csv -> AAPL), not after its price column
+        keys = pd.Series(path.stem, index=frame.index)
     result = []
     for name, index in keys.groupby(keys, sort=True).groups.items():
         order = dates[index].sort_values(kind="stable").index
