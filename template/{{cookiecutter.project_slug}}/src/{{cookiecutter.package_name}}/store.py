@@ -109,7 +109,7 @@ def print_runs(uri: str, limit: int = 20) -> None:
                 if name and key:
                     shown.append(f"{key}={found[key]:.4g}")
             beats = task.beats_baseline(found)
-            verdict = "" if beats is None else "  beats the baseline" if beats else "  NOT better than the baseline"
+            verdict = "" if beats is None else "  beats the baseline" if beats else "  does NOT beat the baseline"
             end = run.info.end_time or int(time.time() * 1000)
             seconds = run.data.tags.get("training_time_s")  # summed over resumes; the wall span counts idle time
             minutes = float(seconds) / 60 if seconds else (end - run.info.start_time) / 60000
