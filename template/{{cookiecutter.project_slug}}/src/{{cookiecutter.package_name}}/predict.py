@@ -31,7 +31,9 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: Trainer, pl_module: TaskModule, predictions: Any, batch_indices: Any) -> None:
         if predictions and isinstance(predictions[0], list) and predictions[0] and isinstance(predictions[0][0], list):
             predictions = [batch for loader in predictions for batch in loader]  # several dataloaders
-            batch_indices = [batch for loader in batch_indices for batch in loader]
+            batch_indices = None  # each loader's count from 0: their order is kept as it is
+        elif batch_indices and len(batch_indices) == 1:  # Lightning keeps the indices per dataloader
+            batch_indices = batch_indices[0]
         rows = in_input_order(predictions, batch_indices)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         name = task_of(type(pl_module)).name
