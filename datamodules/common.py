@@ -51,6 +51,7 @@ class SpecDataModule(LightningDataModule):
     """
 
     spec: Any = None  # the spec dataclass of the task: made by ``setup("fit")``, or a trained model's (``use_spec``)
+    trained_settings: dict[str, Any] = {}  # noqa: RUF012  (read only) the checkpoint's data settings, when there is one
 
     def __init__(self) -> None:
         super().__init__()
@@ -245,6 +246,25 @@ def list_inputs(path: Path, suffixes: Iterable[str], what: str) -> list[Path]:
     if not files:
         raise DataError(f"no {what} ({', '.join(sorted(suffixes))}) under {str(path)!r}")
     return files
+
+
+def data_file_in(folder: Path, suffixes: dict[str, str], expected: str) -> Path:
+    """The one data file (by suffix: ``{".json": "COCO captions"}``) at the top of ``folder``, which ``data.path``
+    names instead of the file: a folder that holds ``captions.json`` is read as that file, and one that holds
+    several candidates or none is refused with what it does hold."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if len(found) == 1:
+        log.info("%s is a folder: reading %s (%s)", folder, found[0].name, suffixes[found[0].suffix.lower()])
+        return found[0]
+    kinds = ", ".join(f"{s} ({what})" for s, what in suffixes.items())
+    if found:
+        names = ", ".join(p.name for p in found[:6])
+        raise DataError(f"data.path {str(folder)!r} holds several data files ({names}): set data.path to one of them")
+    present = sorted({p.suffix or p.name for p in folder.iterdir()})[:8]
+    raise DataError(
+        f"data.path {str(folder)!r} is not {expected} and holds no data file ({kinds}); it holds "
+        f"{', '.join(present) or 'nothing'}. Set data.path to your data file"
+    )
 
 
 def split_by_group(groups: Sequence[Hashable], fractions: Sequence[float], seed: int = 0) -> list[list[int]]:

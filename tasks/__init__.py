@@ -14,6 +14,7 @@ This file imports nothing but the standard library: the template's post-generati
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,12 +38,12 @@ class Task:
         """The modules or packages of this package that hold the task's code (``datamodules.images``)."""
         return {".".join(path.split(".")[:2]) for path in (self.model, self.data, self.sample)}
 
-    def beats_baseline(self, metrics: dict[str, float]) -> bool | None:
-        """Whether a run's ``test/<metric>`` is better than its ``test/<baseline>``; None when either is missing."""
-        score, baseline = metrics.get(f"test/{self.metric}"), metrics.get(f"test/{self.baseline}")
+    def beats_baseline(self, metrics: Mapping[str, Any], stage: str = "test") -> bool | None:
+        """Whether ``<stage>/<metric>`` is better than ``<stage>/<baseline>``; None when either is missing."""
+        score, baseline = metrics.get(f"{stage}/{self.metric}"), metrics.get(f"{stage}/{self.baseline}")
         if score is None or baseline is None:
             return None
-        return score > baseline if self.better == "higher" else score < baseline
+        return bool(score > baseline if self.better == "higher" else score < baseline)
 
 
 TASKS: dict[str, Task] = {

@@ -27,6 +27,9 @@ class TaskModule(LightningModule):
     """
 
     spec_type: ClassVar[type]
+    # the columns of predict_step's rows that hold what the model says: `make predict` warns when they are all
+    # empty or all the same (a model that learned nothing writes empty transcripts without a word otherwise)
+    prediction_keys: ClassVar[tuple[str, ...]] = ()
     spec: Any = None  # an instance of spec_type once configured
 
     def restore(self, spec: dict[str, Any] | None) -> None:

@@ -68,6 +68,7 @@ class ImageCaptioner(TaskModule):
     """
 
     spec_type = CaptionSpec
+    prediction_keys = ("caption",)
 
     def __init__(
         self,

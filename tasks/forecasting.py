@@ -64,6 +64,7 @@ class PriceForecaster(TaskModule):
     """
 
     spec_type = PriceSpec
+    prediction_keys = ("price",)
 
     def __init__(
         self,

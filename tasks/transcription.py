@@ -89,6 +89,7 @@ class SpeechTranscriber(TaskModule):
     """
 
     spec_type = SpeechSpec
+    prediction_keys = ("transcript",)
 
     def __init__(
         self,

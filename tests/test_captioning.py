@@ -330,6 +330,22 @@ def test_missing_image_root_and_format_are_explained(images, DataError, small_co
         images.ImageCaptionDataModule(str(tmp_path / "Flickr8k.token.txt")).setup("fit")
 
 
+def test_a_folder_is_read_as_the_captions_file_it_holds_or_refused_naming_what_it_holds(
+    images, DataError, small_coco, tmp_path, caplog
+):
+    folder = copy_coco(small_coco, tmp_path / "coco").parent  # annotations.json and images/
+    with caplog.at_level("INFO"):
+        images.ImageCaptionDataModule(str(folder), val_fraction=0.2, test_fraction=0.2).setup("fit")
+    assert f"reading {small_coco.name} (COCO captions)" in caplog.text
+    as_csv(small_coco, folder)  # a second candidate
+    csv_name = next(p.name for p in folder.iterdir() if p.suffix == ".csv")
+    with pytest.raises(DataError, match=rf"holds several data files \({small_coco.name}, {csv_name}\)"):
+        images.ImageCaptionDataModule(str(folder)).setup("fit")
+    nothing = r"not a folder with metadata.jsonl and holds no data file \(\.json \(COCO captions\).*holds \.png"
+    with pytest.raises(DataError, match=nothing):
+        images.ImageCaptionDataModule(str(folder / "images")).setup("fit")
+
+
 CLI_REFUSALS = {
     "truncated-jpeg": break_truncated_jpeg,
     "outside-the-image-folder": break_parent_path,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_refused, mlflow_runs, run_cli, run_count, run_make
+from conftest import assert_refused, forecasting_project, mlflow_runs, run_cli, run_count, run_make
 
 EPOCHS = 4
 
@@ -90,6 +90,17 @@ def test_wide_file_with_covariate(timeseries, tmp_path):
     assert batch["past"].shape[1:] == (20, 2)
     assert data.spec.num_features == 2
     assert_batch_holds_its_windows(data.datasets["fit"], batch)
+
+
+def test_a_wide_file_read_as_a_long_one_says_to_set_series_column_null(timeseries, DataError, tmp_path):
+    path = write(tmp_path / "AAPL.csv", {"Date": days(60), "Close": np.linspace(10, 20, 60)})
+    with pytest.raises(DataError, match=r"no 'symbol' column: set data.series_column: null"):
+        timeseries.PriceDataModule(path=str(path), date_column="Date", target="Close").setup("fit")
+    # `--data.series_column None` arrives as the text "None": read as no series column
+    data = timeseries.PriceDataModule(path=str(path), date_column="Date", target="Close", series_column="None",
+                                      lookback=10, horizon=3)  # fmt: skip
+    data.setup("fit")
+    assert data.spec.lookback == 10
 
 
 def assert_batch_holds_its_windows(dataset, batch: dict) -> None:
@@ -525,7 +536,8 @@ def test_training_is_tracked_in_mlflow(project, trained):
     assert len(client.list_artifacts(trained.info.run_id, "examples")) == EPOCHS + 1, "each epoch, and the test"
     config = client.download_artifacts(trained.info.run_id, "config.yaml")
     assert "PriceForecaster" in Path(config).read_text()
-    assert Path(trained.data.tags["best_checkpoint"]).exists()
+    assert not Path(trained.data.tags["best_checkpoint"]).is_absolute()  # relative to the project: no home folder
+    assert (project / trained.data.tags["best_checkpoint"]).exists()
 
 
 def test_model_beats_the_naive_forecast(trained):
@@ -554,3 +566,38 @@ def test_training_without_a_test_period_finishes(project, sample_prices):
     run = mlflow_runs(project, "forecasting")[0]
     assert run.info.status == "FINISHED" and "val/loss" in run.data.metrics
     assert not [m for m in run.data.metrics if m.startswith("test/")]
+
+
+WIDE_ARGS = (
+    "--data.path {path} --data.date_column Date --data.target Close --data.series_column null "
+    "--data.lookback 20 --data.horizon 5 --trainer.max_epochs 1 --trainer.enable_progress_bar false"
+)
+
+
+def test_predict_and_resume_read_the_data_as_the_training_did(tmp_path):
+    """A training on a wide file with its settings in ARGS; predict and resume need only TASK (and INPUT)."""
+    project = forecasting_project(tmp_path)
+    rng = np.random.default_rng(3)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, 160)))
+    prices = write(tmp_path / "AAPL.csv", {"Date": days(160), "Open": close * 0.99, "Close": close})
+    trained = run_make(project, "train", "TASK=forecasting", f"ARGS={WIDE_ARGS.format(path=prices)}")
+    assert "Result: test/mase " in trained.stdout  # the verdict line
+    (run,) = mlflow_runs(project, "forecasting")
+    assert run.data.tags["data"] == f".../{tmp_path.name}/AAPL.csv" and run.info.run_name.endswith("epochs=1")
+
+    taken = "data.date_column='Date' (config: 'date'), data.target='Close' (config: 'price'), data.series_column=None"
+    predicted = run_make(project, "predict", "TASK=forecasting", f"INPUT={prices}")
+    assert taken in predicted.stderr + predicted.stdout
+    forecast = pd.read_csv(project / "predictions" / "forecasting.csv")
+    assert len(forecast) == 5 and forecast["date"].iloc[0] > days(160)[-1]
+    assert set(forecast["series"]) == {"AAPL"}  # the file's name, not its price column's
+
+    resumed = run_make(project, "resume", "TASK=forecasting", "ARGS=--trainer.max_epochs 2")
+    assert taken in resumed.stderr + resumed.stdout and f"MLflow run {run.info.run_id} (continued)" in resumed.stdout
+    (run,) = mlflow_runs(project, "forecasting")
+    assert run.info.status == "FINISHED" and run.info.run_name.endswith("epochs=2")  # renamed to what it now is
+
+    # a setting given on the command line wins, and a resume it breaks names it with both values
+    resume = ["--config", "configs/forecasting.yaml", "--ckpt_path", "last", "--data.target", "Open"]
+    refused = run_cli(project, "fit", *resume, check=False)
+    assert_refused(refused, "target_scale", "in the checkpoint", "data.target='Open' (training: 'Close')")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import forecasting_project, mlflow_runs, project_env, run_cli
+from mlflow import MlflowClient
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -33,6 +34,8 @@ def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_cli(project, "fit", *TINY)
     (run,) = mlflow_runs(project, "forecasting")
     assert run.info.status == "FINISHED"
+    experiment = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # a training, not GenAI
     return project
 
 
@@ -54,13 +57,18 @@ def ui_check(project: Path, screenshot: Path, *args: str) -> subprocess.Complete
 @pytest.mark.slow
 def test_ui_shows_the_experiment_the_run_its_loss_chart_and_description(trained_once, tmp_path):
     screenshot, overview = tmp_path / "mlflow-ui.png", tmp_path / "overview.png"
-    result = ui_check(trained_once, screenshot, "--overview", str(overview), "--expect", "Headline metric")
+    result = ui_check(
+        trained_once, screenshot, "--overview", str(overview), "--expect", "Headline metric",
+        "--forbid", str(trained_once), "--forbid", "Evaluation runs",
+    )  # fmt: skip
     print(f"MLflow UI screenshots: {screenshot}, {overview}")
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     run_name = mlflow_runs(trained_once, "forecasting")[0].info.run_name
     assert run_name.startswith("forecasting lstm hidden_size=64")  # readable: the task and its hyper-parameters
     assert f"UI check passed: experiment 'forecasting', run '{run_name}'" in result.stdout
     assert "UI overview check passed: description and Headline metric" in result.stdout
+    tags = mlflow_runs(trained_once, "forecasting")[0].data.tags  # what the overview shows, untruncated
+    assert not [v for k, v in tags.items() if str(trained_once) in v and k != "mlflow.source.name"], tags
     for shot in (screenshot, overview):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 

@@ -97,6 +97,41 @@ def test_each_format_gives_the_same_batches(audio, sample, tmp_path):
     assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2]) and all(speakers)
 
 
+def test_a_manifest_without_speakers_says_so_and_how_it_splits(audio, sample, tmp_path, caplog):
+    """No speaker field: one notice, and a split by utterance, rather than every file counted as a speaker."""
+    manifest = write_formats(sample, tmp_path)["jsonl"]
+    dm = audio.SpeechDataModule(str(manifest), val_fraction=0.25, test_fraction=0.25)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    notices = [r.getMessage() for r in caplog.records if "names no speakers" in r.getMessage()]
+    assert len(notices) == 1, caplog.text
+    assert "the split is by utterance" in notices[0] and "speaker/speaker_id/client_id" in notices[0]
+    assert "train 20, val 10, test 10 utterances" in caplog.text and "from 40 speakers" not in caplog.text
+    # with NeMo's speaker field the same manifest holds speakers out
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for line in lines:
+        line["speaker"] = Path(line["audio_filepath"]).name.split("-")[0]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    caplog.clear()
+    dm = audio.SpeechDataModule(str(manifest), val_fraction=0.25, test_fraction=0.25)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert "names no speakers" not in caplog.text and "from 8 speakers" in caplog.text
+    speakers = [{i.speaker for i in dm.splits[s]} for s in ("train", "val", "test")]
+    assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2])
+
+
+def test_a_folder_is_read_as_the_manifest_it_holds(audio, sample, tmp_path, caplog):
+    manifest = write_formats(sample, tmp_path / "speech")["jsonl"]
+    for other in ("data.csv", "validated.tsv"):
+        (manifest.parent / other).unlink()
+    with caplog.at_level("INFO"):
+        audio.SpeechDataModule(str(manifest.parent), val_fraction=0.25, test_fraction=0.25).setup("fit")
+    assert "reading manifest.jsonl (NeMo manifest)" in caplog.text
+    with pytest.raises(audio.DataError, match=r"is not a LibriSpeech-style folder .* holds no data file"):
+        audio.SpeechDataModule(str(manifest.parent / "clips")).setup("fit")
+
+
 def one_utterance(folder: Path, text: str = "STOP", samples: np.ndarray | None = None) -> Path:
     """A one-utterance LibriSpeech folder; returns the audio path."""
     chapter = folder / "1" / "2"
@@ -422,6 +457,20 @@ def test_predict_transcribes_new_files(project, package, trained, tmp_path):
     run_make(project, "predict", "TASK=transcription", f"INPUT={tmp_path}", **ONE_THREAD)
     rows = pd.read_csv(project / "predictions" / "transcription.csv", keep_default_na=False)
     assert list(rows.columns) == ["file", "transcript"]
-    assert sorted(Path(f).name for f in rows["file"]) == ["a.wav", "b.flac", "c.wav"]
+    assert [Path(f).name for f in rows["file"]] == ["a.wav", "b.flac", "c.wav"]  # in file order, not by length
     with open(project / "predictions" / "transcription.csv", newline="") as f:
         assert all(set(row["transcript"]) <= set("abcdefghijklmnopqrstuvwxyz '") for row in csv.DictReader(f))
+
+
+def test_uninformative_predictions_are_named(package, caplog):
+    """Four empty transcripts, or the same word for every file, are said; varied ones are not."""
+    predict = importlib.import_module(f"{package.__name__}.predict")
+    with caplog.at_level("WARNING"):
+        predict.warn_if_uninformative([{"file": f, "transcript": ""} for f in "abcd"], "transcript")
+        predict.warn_if_uninformative([{"file": f, "transcript": "stop"} for f in "abc"], "transcript")
+        predict.warn_if_uninformative([{"file": "a", "transcript": "stop"}, {"file": "b", "transcript": "go"}],
+                                      "transcript")  # fmt: skip
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("all 4 predictions have an empty transcript")
+    assert messages[1].startswith("all 3 predictions have the same transcript 'stop'")

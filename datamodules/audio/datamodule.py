@@ -21,6 +21,7 @@ from ..common import (
     check_policy,
     check_positive,
     check_workers,
+    data_file_in,
     existing_path,
     list_inputs,
     split_by_group,
@@ -28,7 +29,7 @@ from ..common import (
 from .dataset import Collate, LengthGroupedSampler, SpeechDataset
 from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
-from .files import READERS, SAMPLE_HINT, Utterance, detect_format
+from .files import MANIFESTS, READERS, SAMPLE_HINT, SPEAKER_FIELDS, Utterance, detect_format
 from .text import BLANK, ctc_frames_needed, normalize_text
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class SpeechDataModule(SpecDataModule):
         """Read and check the utterances, split them by speaker, make the character set."""
         hp = self.hparams
         path = existing_path(hp.path, "data.path", SAMPLE_HINT)
+        if path.is_dir() and hp.format == "auto" and next(path.rglob("*.trans.txt"), None) is None:
+            path = data_file_in(path, MANIFESTS, "a LibriSpeech-style folder (*.trans.txt)")  # manifest.jsonl
         fmt = detect_format(path, hp.format)
         if path.is_dir() != (fmt == "librispeech"):
             raise DataError(f"data.path {str(path)!r}: format {fmt} needs a {'folder' if path.is_dir() else 'file'}")
@@ -153,7 +156,7 @@ class SpeechDataModule(SpecDataModule):
         if unknown:  # a trained model's alphabet: it cannot write these, so they count as errors
             log.warning("%s: characters the model never saw in training: %s", path, " ".join(map(repr, unknown[:20])))
         items = self._checked(items, "utterances", predicting=False)
-        groups = [i.speaker if hp.split_by == "speaker" else str(i.file) for i in items]
+        groups = self._groups(items, path)
         parts = split_by_group(groups, self._fractions(), hp.seed)
         splits = {name: [items[i] for i in part] for name, part in zip(("train", "val", "test"), parts, strict=True)}
         empty = [name for name, part in splits.items() if not part and (name != "test" or hp.test_fraction > 0)]
@@ -171,7 +174,25 @@ class SpeechDataModule(SpecDataModule):
             common = Counter(w for i in self.splits["train"] for w in i.text.split()).most_common(1)[0][0]
             self.spec = replace(self.spec, common_word=common)
         sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
-        log.info("%s: %s utterances from %d speakers", path, sizes, len({i.speaker for i in items}))
+        speakers = {i.speaker for i in items if i.speaker is not None}
+        log.info("%s: %s utterances%s", path, sizes, f" from {len(speakers)} speakers" if speakers else "")
+
+    def _groups(self, items: list[Utterance], path: object) -> list[str]:
+        """What the split keeps together: each speaker's utterances, or each file (``split_by: utterance``, or
+        files whose speaker the data does not name, said once)."""
+        if self.hparams.split_by == "utterance":
+            return [str(i.file) for i in items]
+        unknown = sum(i.speaker is None for i in items)
+        if unknown == len(items):
+            log.warning(
+                "%s names no speakers (no %s field): the split is by utterance, so validation and test may hear "
+                "voices of training; add a speaker field to hold speakers out, or set data.split_by: utterance to "
+                "say so", path, "/".join(SPEAKER_FIELDS),
+            )  # fmt: skip
+        elif unknown:
+            log.warning("%s: %d of %d utterances name no speaker; each of those is split as its own speaker", path,
+                        unknown, len(items))  # fmt: skip
+        return [i.speaker if i.speaker is not None else str(i.file) for i in items]
 
     def _fractions(self) -> list[float]:
         val, test = self.hparams.val_fraction, self.hparams.test_fraction

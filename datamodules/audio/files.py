@@ -15,6 +15,14 @@ from pathlib import Path
 from ..common import DataError, SkipLog, read_text, refuse_duplicates, sniff_separator
 from ..unpack import EXCEL_SUFFIXES, plain_suffix
 
+# where the common formats keep the speaker: NeMo manifests, Common Voice's TSVs (client_id), other CSVs
+SPEAKER_FIELDS = ("speaker", "speaker_id", "client_id")
+MANIFESTS = {
+    ".jsonl": "NeMo manifest",
+    ".json": "NeMo manifest",
+    ".csv": "path,transcript table",
+    ".tsv": "Common Voice TSV",
+}
 SAMPLE_HINT = "Generate the sample with `make sample-data TASK=transcription`, or set data.path to your data."
 
 
@@ -22,7 +30,7 @@ SAMPLE_HINT = "Generate the sample with `make sample-data TASK=transcription`, o
 class Utterance:
     file: Path
     text: str  # normalized
-    speaker: str
+    speaker: str | None  # None: the data does not say (the split then treats each file as its own speaker)
     source: str  # where it came from, for error messages: "manifest.jsonl line 3"
     duration: float = 0.0
 
@@ -67,8 +75,8 @@ def read_jsonl(path: Path, bad: SkipLog) -> list[Utterance]:
             bad.bad(f"{where}: text {text!r} is not text")
             continue
         file = path.parent / audio
-        speaker = entry.get("speaker", entry.get("speaker_id"))
-        items.append(Utterance(file, text, file.stem if speaker is None else str(speaker), where))
+        speaker = next((entry[k] for k in SPEAKER_FIELDS if entry.get(k) not in (None, "")), None)
+        items.append(Utterance(file, text, None if speaker is None else str(speaker), where))
     return items
 
 
@@ -95,7 +103,7 @@ def read_csv(path: Path, bad: SkipLog) -> list[Utterance]:
             audio = path.parent / name
             if not audio.exists() and (path.parent / "clips" / name).exists():
                 audio = path.parent / "clips" / name  # Common Voice keeps clips/ next to the TSV
-            speaker = row.get("client_id") or row.get("speaker") or audio.stem
+            speaker = next((row[k].strip() for k in SPEAKER_FIELDS if (row.get(k) or "").strip()), None)
             items.append(Utterance(audio, row.get(text_col) or "", speaker, where))
     except csv.Error as error:
         raise DataError(f"{path} row {reader.line_num}: {error}") from None

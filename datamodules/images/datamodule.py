@@ -22,13 +22,14 @@ from ..common import (
     check_policy,
     check_positive,
     check_workers,
+    data_file_in,
     existing_path,
     list_inputs,
     split_by_group,
 )
 from .dataset import CaptionDataset, collate
 from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
-from .files import READERS, detect_format, image_root, inside
+from .files import CAPTION_FILES, READERS, detect_format, image_root, inside
 from .text import build_vocab, most_common, words
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ class ImageCaptionDataModule(SpecDataModule):
     def _read(self) -> list[tuple[Path, list[str]]]:
         """Every captioned image, checked: (image file, its captions), sorted by file name."""
         path = existing_path(self.hparams.path, "caption data", "Run `make sample-data` or set data.path.")
+        if path.is_dir() and self.hparams.format == "auto" and not (path / "metadata.jsonl").exists():
+            path = data_file_in(path, CAPTION_FILES, "a folder with metadata.jsonl")  # captions.json, captions.csv
         fmt = detect_format(path, self.hparams.format)
         if path.is_dir() and fmt != "jsonl":
             raise DataError(f"data.path {str(path)!r} is a folder; format {fmt} needs the captions file")

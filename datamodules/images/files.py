@@ -27,6 +27,9 @@ def inside(root: Path, name: str) -> bool:
     return target.startswith(base.rstrip(os.sep) + os.sep)
 
 
+CAPTION_FILES = {".json": "COCO captions", ".csv": "image,caption table", ".tsv": "image,caption table"}
+
+
 def detect_format(path: Path, format: str) -> str:
     """``coco``, ``csv`` or ``jsonl``: ``format`` unless it is ``auto``, else told by the path."""
     if format != "auto":

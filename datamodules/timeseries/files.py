@@ -72,6 +72,9 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+NO_SERIES = ("None", "none", "null", "")  # what users write for "no series column"
+
+
 def parse_series(
     path: Path,
     frame: pd.DataFrame,
@@ -83,15 +86,20 @@ def parse_series(
 ) -> list[Series]:
     """Validate ``frame`` and split it into series; every problem names the file, row and column."""
     where = path.name
+    if series_column in NO_SERIES and series_column not in [str(c).strip() for c in frame.columns]:
+        series_column = None  # `--data.series_column None` reaches here as the text "None"
     needed = [date_column, target, *covariates] + ([series_column] if series_column else [])
     refuse_duplicates(where, frame.attrs.get("header") or list(frame.columns), needed)
     frame = frame.rename(columns=lambda c: str(c).strip())
     absent = [c for c in needed if c not in frame.columns]
     if absent:
-        raise DataError(
-            f"{where}: column(s) {absent} not found; the file has {list(frame.columns)}. "
-            "Set data.date_column / data.target / data.series_column / data.covariates to match."
-        )
+        hint = "Set data.date_column / data.target / data.series_column / data.covariates to match."
+        if absent == [series_column]:  # a wide file: Date,Open,High,Low,Close
+            hint = (
+                f"A file of one series has no {series_column!r} column: set data.series_column: null (on the "
+                'command line: ARGS="--data.series_column null").'
+            )
+        raise DataError(f"{where}: column(s) {absent} not found; the file has {list(frame.columns)}. {hint}")
     if frame.empty:
         raise DataError(f"{where} has a header but no rows")
     frame = frame.reset_index(drop=True)
@@ -106,8 +114,8 @@ def parse_series(
             raise DataError(
                 f"{where} row {row[empty.idxmax()]}: {series_column} is empty; name the series of every row"
             )
-    else:
-        keys = pd.Series(target, index=frame.index)
+    else:  # one series: named after its file (AAPL.csv -> AAPL), not after its price column
+        keys = pd.Series(path.stem, index=frame.index)
     result = []
     for name, index in keys.groupby(keys, sort=True).groups.items():
         order = dates[index].sort_values(kind="stable").index

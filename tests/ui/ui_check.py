@@ -53,6 +53,10 @@ CHART_DRAWN = """(metric => {
   return cards.some(card => card.querySelector('.js-plotly-plot .scatterlayer .trace path'));
 })(%s)"""
 
+# The query the UI's own links carry in its training ("Model training") view; the GenAI view is its default.
+ML_VIEW = "?workflowType=machine_learning"
+TRAINING_VIEW = "window.location.href.includes('workflowType=machine_learning')"
+
 
 class UICheckFailed(Exception):
     """The UI did not show what it should, within the time allowed."""
@@ -66,6 +70,7 @@ class Overview:
     expect: list[str]
     timeout_s: float
     search: str = ""  # typed into the metric search box, so that the screenshot shows those metrics first
+    forbid: tuple[str, ...] = ()  # text that must not be on the page (a developer's absolute path)
 
 
 def free_port() -> int:
@@ -188,11 +193,16 @@ async def check_ui(
             async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                 browser = Browser(ws)
                 try:
-                    await browser.call("Page.navigate", url=f"{ui}/#/experiments/{experiment_id}/runs")
+                    # the experiment's page as the project links to it (`make mlflow-ui`, a run's first line): in the
+                    # training view, which MLflow 3.17 keeps per browser (its GenAI view is the default)
+                    await browser.call("Page.navigate", url=f"{ui}/#/experiments/{experiment_id}{ML_VIEW}")
                     text = "document.body.innerText.includes(%s)"
                     await browser.wait_until(text % json.dumps(experiment), f"experiment {experiment!r}", timeout_s)
+                    await browser.wait_until(TRAINING_VIEW, "the training view (not the GenAI one)", timeout_s)
                     await browser.wait_until(text % json.dumps(run_name), f"run {run_name!r} in its list", timeout_s)
-                    run_page = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics"
+                    if await browser.evaluate(text % json.dumps("Evaluation runs")):
+                        raise UICheckFailed("the experiment opened with the GenAI sidebar (Evaluation runs)")
+                    run_page = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics{ML_VIEW}"
                     await browser.call("Page.navigate", url=run_page)
                     await browser.wait_until(text % json.dumps(run_name), f"the page of run {run_name!r}", timeout_s)
                     await browser.wait_until(CHART_DRAWN % json.dumps(metric), f"a drawn {metric} chart", timeout_s)
@@ -201,7 +211,8 @@ async def check_ui(
                     await browser.screenshot(screenshot)
                     print(f"screenshot: {screenshot.resolve()}")
                 if overview is not None:
-                    await check_overview(browser, f"{ui}/#/experiments/{experiment_id}/runs/{run_id}", note, overview)
+                    run = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}{ML_VIEW}"
+                    await check_overview(browser, run, note, overview)
     finally:
         stop(chromium)
         shutil.rmtree(profile, ignore_errors=True)
@@ -215,6 +226,10 @@ async def check_overview(browser: Browser, page: str, note: str, overview: Overv
         first = note.splitlines()[0].strip("`") if note else ""
         for wanted in ([first] if first else []) + overview.expect:
             await browser.wait_until(text % json.dumps(wanted), f"{wanted!r} on the run's overview", overview.timeout_s)
+        shown = await browser.evaluate("document.body.innerText")
+        found = [text for text in overview.forbid if text in shown]
+        if found:
+            raise UICheckFailed(f"the run's overview shows {found}")
         # for the screenshot: the MLflow Assistant side panel closed (where it opens), the metric table filtered
         await browser.evaluate("document.querySelector('button[aria-label=\"Close\"]')?.click()")
         if overview.search:
@@ -236,9 +251,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=180, help="seconds allowed for each thing to appear")
     parser.add_argument("--overview", type=Path, help="also check the run's overview page; its screenshot goes here")
     parser.add_argument("--expect", action="append", default=[], help="text the overview must show (repeatable)")
+    parser.add_argument("--forbid", action="append", default=[], help="text the overview must not show (repeatable)")
     parser.add_argument("--search", default="", help="filter the overview's metric table for its screenshot: test/")
     args = parser.parse_args()
-    overview = Overview(args.overview, args.expect, args.timeout, args.search) if args.overview else None
+    overview = Overview(args.overview, args.expect, args.timeout, args.search, tuple(args.forbid))
+    overview = overview if args.overview else None
     uri = args.tracking_uri
     server = None
     try:

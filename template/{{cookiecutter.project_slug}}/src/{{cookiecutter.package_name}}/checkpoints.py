@@ -95,7 +95,14 @@ def model_arguments(path: str | Path, model: type) -> dict[str, Any]:
     signature only, so a test or predict rebuilds the trained model whatever the config says."""
     saved = entry(path, "hyper_parameters") or {}
     accepted = inspect.signature(model.__init__).parameters
-    return {k: v for k, v in saved.items() if k in accepted and k != "self"} if isinstance(saved, dict) else {}
+    return {k: _listed(v) for k, v in saved.items() if k in accepted and k != "self"} if isinstance(saved, dict) else {}
+
+
+def _listed(value: Any) -> Any:
+    """``value`` with tuples as lists, as a YAML config holds them: the run's config.yaml then reads back the same."""
+    if isinstance(value, dict):
+        return {k: _listed(v) for k, v in value.items()}
+    return [_listed(v) for v in value] if isinstance(value, tuple | list) else value
 
 
 def resolve(value: str, task: str, runs_dir: str | Path, uri: str) -> Path:

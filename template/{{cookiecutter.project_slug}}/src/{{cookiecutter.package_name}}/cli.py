@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import shutil
 import signal
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgre
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from .checkpoints import (
     RUNS_DIR,
@@ -49,7 +49,10 @@ from .store import TrackingUnavailable, prepare_store, tracking_uri
 from .tasks import PACKAGE, Task, task_of
 from .tasks.base import TaskModule
 from .train_loss import TrainLoss
+from .training_data import as_trained, spec_mismatch, training_settings
+from .verdict import print_verdict
 
+log = logging.getLogger(__name__)
 COMMANDS = {"fit": Trainer.fit, "validate": Trainer.validate, "test": Trainer.test, "predict": Trainer.predict}
 RESOLVED_CHECKPOINT = "LIGHTNING_TASKS_CHECKPOINT"  # --ckpt_path as rank 0 resolved it, for the other ranks
 USER_ERRORS = (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing, PreflightError)  # one line
@@ -72,7 +75,9 @@ def main(args: list[str] | None = None) -> None:
         built = parser.build(checkpoint)  # 4
         model, data = built.model, built.data
         connect(command, model, data)  # 5
-        settings = describe_run(built.tracking, task, model.hparams, config.trainer.max_epochs)
+        settings = describe_run(
+            built.tracking, task, model.hparams, config.trainer.max_epochs, data_path=data.hparams.get("path")
+        )
         run = TrackedRun(settings, uri, task.name, root, parser.dump()) if tracked else None
         trainer = build_trainer(built, task, run, root)  # 6
         if run is None:  # no run folder: checkpoints in a folder of their own, where best/last find them
@@ -83,6 +88,8 @@ def main(args: list[str] | None = None) -> None:
             COMMANDS[command](trainer, model, datamodule=data, ckpt_path=checkpoint)
             if command == "fit" and config.test_after_fit:
                 test_best(trainer, model, data)
+        if command != "predict" and not trainer.interrupted:
+            print_verdict(task, trainer.callback_metrics)  # the last line: does the model beat its baseline?
     except USER_ERRORS as error:
         raise SystemExit(f"ERROR: {scrub(first_line(error))}") from None
     except Exception as error:  # a config value Lightning or jsonargparse refused: one line; anything else traces
@@ -114,7 +121,7 @@ class ConfigParser(LightningCLI):
     """
 
     def __init__(self, command: str, argv: list[str]) -> None:
-        self.command = command
+        self.command, self.argv = command, argv
         super().__init__(
             TaskModule,
             SpecDataModule,
@@ -156,18 +163,22 @@ class ConfigParser(LightningCLI):
         """Nothing here: ``build`` makes data and model once the checkpoint's arguments are in the config."""
 
     def build(self, checkpoint: Path | None) -> Namespace:
-        """Data, model, callbacks and settings, as the config (and the checkpoint's model arguments) say."""
+        """Data, model, callbacks and settings, as the config (and the checkpoint's model and data arguments) say."""
+        trained = {}  # the training's data settings: predict and resume read the data as it did (training_data.py)
         if checkpoint is not None:  # test, predict and resume rebuild the trained model, its spec included
             saved = {
                 "class_path": self.config.model.class_path,
                 "init_args": model_arguments(checkpoint, self.task_class),
             }
-            self.config = self.parser.parse_object({"model": saved}, self.config)
+            trained = training_settings(checkpoint, _import(self.config.data.class_path))
+            data = as_trained(self.config.data, trained, self.argv)
+            self.config = self.parser.parse_object({"model": saved, "data": data}, self.config)
         try:
             self.config_init = self.parser.instantiate_classes(self.config)
         except (ValueError, LookupError) as error:  # a bad value in the config, not a bug to trace
             cause = innermost_value_error(error)
             raise cause if isinstance(cause, DataError) else ConfigError(explain(cause) or first_line(cause)) from None
+        self.config_init.data.trained_settings = trained
         return self.config_init
 
     def dump(self) -> str:
@@ -205,12 +216,7 @@ def connect(command: str, model: TaskModule, data: SpecDataModule) -> None:
     elif command == "fit":  # resuming: the data must be what the checkpoint was trained on
         data.setup("fit")
         if data.spec != model.spec:
-            ours, saved = asdict(data.spec), asdict(model.spec)
-            differ = [name for name in saved if ours[name] != saved[name]]
-            raise DataError(
-                f"the data differs from what the checkpoint was trained on ({', '.join(differ)}): resume with "
-                "the same data and data settings, or start a new training without --ckpt_path"
-            )
+            raise DataError(spec_mismatch(data.spec, model.spec, data.hparams, data.trained_settings))
     else:
         data.use_spec(model.spec)
         data.setup(command)  # validate, test, predict: bad input is refused here, before a run or compute
@@ -254,7 +260,7 @@ def keep_skipped(skipped: list[str], run: TrackedRun | None, trainer: Trainer, t
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "skipped_inputs.txt").write_text(text)
         where = str(folder / "skipped_inputs.txt")
-    rank_zero_warn(f"{len(skipped)} input(s) were skipped (on_bad_input: skip); the list is in {where}")
+    log.warning("%d input(s) were skipped (on_bad_input: skip); the list is in %s", len(skipped), where)
 
 
 def test_best(trainer: Trainer, model: TaskModule, data: SpecDataModule) -> None:

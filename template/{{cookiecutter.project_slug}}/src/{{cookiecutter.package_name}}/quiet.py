@@ -30,6 +30,16 @@ RANK_ZERO_LOGGERS = (
 # `mlflow models serve`; predict reads checkpoints with weights_only=True instead).
 MLFLOW_PICKLE = "Saving pytorch model by Pickle or CloudPickle format requires exercising caution"
 
+# Lightning's hints that do not apply to this project's commands:
+LIGHTNING_HINTS = (
+    # on every command where `srun` is installed; under SLURM the project's sbatch script runs srun itself
+    r"The `srun` command is available on your system but is not used",
+    # predict/test restore the training's ModelCheckpoint state into a trainer whose checkpoints go elsewhere
+    r"The dirpath has changed from",
+    # a resumed training writes into its own run's checkpoint folder on purpose
+    r"Checkpoint directory .* exists and is not empty",
+)
+
 
 def verbose() -> bool:
     """True when the user asked for everything (``VERBOSE=1``, ``make train VERBOSE=1``)."""
@@ -61,6 +71,8 @@ def quiet_terminal() -> None:
     level = os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING").upper()
     logging.getLogger("mlflow").setLevel(level)  # in case MLflow was imported already
     logging.getLogger("mlflow.pytorch").addFilter(DropMessages(MLFLOW_PICKLE))
+    for message in LIGHTNING_HINTS:
+        warnings.filterwarnings("ignore", message=message)
     warnings.showwarning = ShowOnce(warnings.showwarning)
 
 

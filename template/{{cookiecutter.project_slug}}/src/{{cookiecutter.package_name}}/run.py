@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from .tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
+# MLflow 3's UI tells model trainings from GenAI experiments by this tag (3.17 also keeps a per-browser switch,
+# GenAI by default: the links this project prints carry ?workflowType=machine_learning, its training view).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+TRAINING_TIME = "training_time_s"  # seconds the run's commands ran, summed over resumes (`make runs` shows it)
+EPOCHS = re.compile(r" epochs=\d+$")
 
 
 class RunMissing(LookupError):
@@ -90,6 +97,7 @@ class TrackedRun(Callback):
         self.stopped_by: BaseException | None = None  # a Ctrl-C or SIGTERM the trainer saw (it exits 1 after Ctrl-C)
         self._monitor: Any = None
         self._checkpoints: Any = None  # the trainer's ModelCheckpoint, for the best checkpoint at the end
+        self._trained_s, self._began = 0.0, 0.0  # the run's training time before this command; this one's start
 
     @property
     def folder(self) -> Path:
@@ -147,7 +155,10 @@ class TrackedRun(Callback):
         logged_through: dict[str, int] = {}
         run = self._continued(client, continue_run) if continue_run is not None else None
         if run is not None:
-            client.update_run(continue_run, status="RUNNING")
+            # a resume to more epochs renames `... epochs=2` to `... epochs=4`; a name of the user's own stays
+            same = re.sub(EPOCHS, "", run.info.run_name or "") == re.sub(EPOCHS, "", self.settings.run_name or "")
+            client.update_run(continue_run, status="RUNNING", name=self.settings.run_name if same else None)
+            self._trained_s = float(run.data.tags.get(TRAINING_TIME, 0) or 0)
             for key, value in process_tags().items():
                 client.set_tag(continue_run, key, value)
             self.id = continue_run
@@ -158,7 +169,7 @@ class TrackedRun(Callback):
             # A name of our own: MLflow draws its names from `random`, which seed_everything made repeat.
             name = self.settings.run_name or f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             self.id = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name).info.run_id
-        self.client = client
+        self.client, self._began = client, time.monotonic()
         self.journal = Journal(self.folder / JOURNAL)
         self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through, self.journal)
         if self.settings.system_metrics:
@@ -166,7 +177,7 @@ class TrackedRun(Callback):
         self.log_text(self.config, "config.yaml")
         where = redact(self.uri)
         if self.uri.startswith(("http://", "https://")):  # the run's page in the UI
-            where = f"{where.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.id}"
+            where = f"{where.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.id}?workflowType=machine_learning"
         print(f"MLflow run {self.id} ({'continued' if self.id == continue_run else 'new'}) in {where}")
 
     def _experiment_id(self, client: MlflowClient) -> str:
@@ -176,7 +187,7 @@ class TrackedRun(Callback):
         if experiment is None:
             try:
                 location = artifact_location(self.uri, self.experiment)
-                return client.create_experiment(self.experiment, artifact_location=location)
+                return client.create_experiment(self.experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
             except MlflowException:  # another process created it first, or the server denies it
                 created = client.get_experiment_by_name(self.experiment)
                 if created is None:
@@ -184,6 +195,8 @@ class TrackedRun(Callback):
                 return created.experiment_id
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND not in experiment.tags:  # made by an older version of the project
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
         return experiment.experiment_id
 
     def _continued(self, client: MlflowClient, run_id: str) -> Any:
@@ -301,9 +314,11 @@ class TrackedRun(Callback):
                 self.journal.acknowledge(file=path)
 
             self.uploads.add(f"checkpoint {path}", upload_checkpoint)
-            self._set_tag("best_checkpoint", str(Path(path).resolve()))
+            self._set_tag("best_checkpoint", _shown(Path(path)))
         if self._monitor is not None:
             self.uploads.add("system metrics", self._monitor.finish)
+        spent = f"{self._trained_s + time.monotonic() - self._began:.0f}"  # not the idle time before a resume
+        self._set_tag(TRAINING_TIME, spent)
         unsent = self.sender.flush(max(0.0, deadline - time.monotonic()))
         if unsent:
             self._save_unsent(unsent)
@@ -338,3 +353,11 @@ class TrackedRun(Callback):
         with open(path, "a", newline="") as f:
             csv.writer(f).writerows(rows)
         log.error("could not send %d metrics to MLflow (%s); they are saved in %s", len(rows), self.sender.error, path)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project when it is inside it: what a teammate's checkout also has."""
+    from .store import project_root
+
+    resolved = path.resolve()
+    return str(resolved.relative_to(project_root())) if resolved.is_relative_to(project_root()) else str(resolved)

@@ -138,8 +138,8 @@ def check_postgres(uri: str, timeout_s: float) -> None:
 
 
 def print_runs(uri: str, limit: int = 20) -> None:
-    """Per task, its newest runs: status, duration, the headline test metric next to its baseline and whether it
-    beats it, the loss, the run's name."""
+    """Per task, its newest runs: start, status, training time, the headline test metric next to its baseline and
+    whether it beats it, the loss, the run's name and its data."""
     from mlflow import MlflowClient
 
     from .liveness import process_gone
@@ -162,14 +162,17 @@ def print_runs(uri: str, limit: int = 20) -> None:
                 if name and key:
                     shown.append(f"{key}={found[key]:.4g}")
             beats = task.beats_baseline(found)
-            verdict = "" if beats is None else "  beats the baseline" if beats else "  NOT better than the baseline"
+            verdict = "" if beats is None else "  beats the baseline" if beats else "  does NOT beat the baseline"
             end = run.info.end_time or int(time.time() * 1000)
-            minutes = (end - run.info.start_time) / 60000
+            seconds = run.data.tags.get("training_time_s")  # summed over resumes; the wall span counts idle time
+            minutes = float(seconds) / 60 if seconds else (end - run.info.start_time) / 60000
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
             status = run.info.status
             if status == "RUNNING" and process_gone(run):
                 status = "RUNNING (its process is gone: `make resume` continues it)"
-            line = f"  {run.info.run_id}  {status:<8} {minutes:5.1f} min  {' '.join(shown)}"
-            print(f"{line}{verdict}  ({run.info.run_name})")
+            line = f"  {run.info.run_id}  {status:<8} {started}  {minutes:5.1f} min  {' '.join(shown)}"
+            data = f"  data={run.data.tags['data']}" if "data" in run.data.tags else ""
+            print(f"{line}{verdict}  ({run.info.run_name}){data}")
 
 
 def auth_config() -> Path:
