@@ -185,7 +185,7 @@ def _component(where: str, what: str, spec: Any) -> dict[str, Any]:
 
     module = optuna.samplers if what == "sampler" else optuna.pruners
     if not isinstance(spec, dict) or not isinstance(spec.get("class"), str):
-        raise SpaceError(f"{where}: {what} must be {{class: <name in optuna.{what}s>, <its arguments>}}")
+        raise SpaceError(f"{where}: {what} must be a mapping: class: <name in optuna.{what}s>, then its arguments")
     cls = getattr(module, spec["class"], None)
     if not isinstance(cls, type):
         names = sorted(n for n in dir(module) if n[0].isupper() and not n.startswith("Base"))
@@ -207,16 +207,31 @@ def _parser(fit_args: list[str]) -> Any:
 def _accepted(where: str, parser: Any, fit_args: list[str], params: tuple[Param, ...]) -> None:
     """Every bound and choice must be a value the config takes (a float for an int setting is refused now)."""
     parser.parser.exit_on_error = False
-    for index in range(max(len(p.edges()) for p in params)):
-        flags = []
-        for param in params:
-            value = param.edges()[min(index, len(param.edges()) - 1)]
-            flags += [f"--{param.key}", value if isinstance(value, str) else json.dumps(value)]
+
+    def refusal(flags: list[str]) -> str | None:
         try:
             parser.parser.parse_args([*fit_args, *flags])
-        except Exception as error:  # jsonargparse says which key and why; the first line is enough
-            message = str(error).strip().splitlines()[0]
-            raise SpaceError(f"{where}: a value in params is refused by the config: {message}") from None
+        except Exception as error:  # jsonargparse nests the reason in a report of every type it tried
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            said = [line for line in lines if line.startswith("Expected a") and "NoneType" not in line]
+            return (said or lines or [type(error).__name__])[-1]
+        return None
+
+    rounds = [  # the low bounds (first choices) together, then the high ones: two parses in the common case
+        [flag for p in params for flag in (f"--{p.key}", _flag(p.edges()[min(i, len(p.edges()) - 1)]))]
+        for i in range(max(len(p.edges()) for p in params))
+    ]
+    if all(refusal(flags) is None for flags in rounds):
+        return
+    for param in params:
+        for value in param.edges():
+            reason = refusal([f"--{param.key}", _flag(value)])
+            if reason is not None:
+                raise SpaceError(f"{where}: params.{param.key}: {value!r} is refused by the config ({reason})")
+
+
+def _flag(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _shown(path: Path) -> str:
