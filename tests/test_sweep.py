@@ -19,7 +19,7 @@ from conftest import PACKAGE, VENV, Store, assert_refused, forecasting_project, 
 FAULTS = str(Path(__file__).parent)
 TINY = (
     "--trainer.accelerator cpu --trainer.limit_train_batches 3 --trainer.limit_val_batches 2 "
-    "--trainer.log_every_n_steps 1 --tracking.system_metrics false --model.init_args.examples_to_log 0"
+    "--trainer.log_every_n_steps 1 --tracking.system_metrics false"
 )
 SPACE = """
 epochs: {epochs}
