@@ -8,6 +8,7 @@ the sweep with one ``ERROR:`` line naming the file and the entry.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
@@ -107,7 +108,7 @@ def read_space(path: Path, fit_args: list[str], task: str | None = None) -> Spac
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
         raise SpaceError(f"{where}: params: is missing or empty; map config paths to distributions")
-    leaves = [key for key in config.keys() if not key.endswith("class_path")]
+    leaves = [key for key in config.keys() if not key.endswith("class_path")]  # noqa: SIM118 (dotted leaves)
     checked = tuple(_param(where, str(key), spec, config, leaves) for key, spec in params.items())
     _accepted(where, parser, fit_args, checked)
     objective = raw.get("objective", config.checkpoint.monitor)
@@ -166,10 +167,8 @@ def _param(where: str, key: str, spec: Any, config: Any, leaves: list[str]) -> P
 
 def _number(name: str, what: str, value: Any, kind: str) -> float | int:
     if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise SpaceError(f"{name}: {what} must be a finite number, not {value!r}")
     if kind == "int":

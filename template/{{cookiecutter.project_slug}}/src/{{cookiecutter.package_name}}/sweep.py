@@ -79,8 +79,8 @@ def _stale_lock_removed(journal: Path) -> bool:
 class Sweep:
     """One study and its parent run; ``work`` is one worker (many may run, in threads or processes)."""
 
-    def __init__(self, task: str, name: str, space: Space, trials: int, fit_args: list[str], uri: str) -> None:
-        self.task, self.name, self.space, self.trials, self.fit_args, self.uri = task, name, space, trials, fit_args, uri
+    def __init__(self, task: str, name: str, space: Space, trials: int, uri: str) -> None:
+        self.task, self.name, self.space, self.trials, self.uri = task, name, space, trials, uri
         self.study_name = f"{task}-{name}"
         root = project_root()
         self.journal = root / "sweeps" / f"{self.study_name}.journal"
@@ -150,8 +150,8 @@ class Sweep:
         )
         tags = {SWEEP_TAG: self.name, "task": self.task, "command": "sweep", "sweep.storage": str(self.journal)}
         tags["mlflow.note.content"] = (
-            f"Sweep `{self.name}` of {self.task}: {self.space.objective} ({self.space.direction}), trials as child runs."
-            f"\n\n`make sweep TASK={self.task} SWEEP={self.name}` continues it; `make sweep-report` lists its trials."
+            f"Sweep `{self.name}` of {self.task}: {self.space.objective} ({self.space.direction}), trials as child "
+            f"runs.\n\n`make sweep TASK={self.task} SWEEP={self.name}` continues it; `make sweep-report` lists them."
         )
         run = self.client.create_run(experiment_id, tags=tags, run_name=f"sweep {self.study_name}")
         params = [Param(k, str(v)) for k, v in self.space.params_to_log().items()]
@@ -254,7 +254,7 @@ class Sweep:
             },
         }
         tags = {**self.space.config_tags, PARENT_TAG: self.parent, TRIAL_TAG: str(trial.number), SWEEP_TAG: self.name}
-        command = [sys.executable, "-m", PACKAGE, "fit", *self.fit_args]
+        command = [sys.executable, "-m", PACKAGE, "fit", *self.space.fit_args]
         command += ["--trainer.max_epochs", str(self.space.epochs), "--test_after_fit", "false"]
         command += ["--trainer.enable_progress_bar", "false", *self.space.args]
         for key, value in values.items():
@@ -319,7 +319,8 @@ class Sweep:
         if complete:
             best = study.best_trial
             print(f"Best: trial {best.number}, {self.space.objective}={best.value:.5g}; {self.best_file}")
-            print(f'Train with it: make train TASK={self.task} ARGS="--config {self.best_file.relative_to(project_root())}"')
+            shown = self.best_file.relative_to(project_root())
+            print(f'Train with it: make train TASK={self.task} ARGS="--config {shown}"')
 
     def _write_best(self, study: optuna.Study) -> None:
         import yaml
@@ -545,7 +546,7 @@ def main(args: list[str] | None = None) -> None:
         space = read_space(space_file, fit_args or ["--config", f"configs/{options.task}.yaml"], options.task)
         uri = tracking_uri()
         prepare_store(uri)
-        sweep = Sweep(options.task, options.name, space, options.trials, space.fit_args, uri)
+        sweep = Sweep(options.task, options.name, space, options.trials, uri)
         if options.command == "create":
             sweep.open()
             print(f"Sweep {sweep.study_name}: study {sweep.journal}, MLflow parent run {sweep.parent}")

@@ -1,0 +1,24 @@
+"""A callback for bench/sweep.py: the seconds ``Trainer.fit`` takes inside a trial's process.
+
+Named on the command line as ``--trainer.callbacks+=fit_timer.FitTimer`` with bench/ on PYTHONPATH; writes
+``{"seconds": ...}`` to ``$FIT_TIMER_OUT.<$SWEEP_TRIAL>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from lightning.pytorch import Callback
+
+
+class FitTimer(Callback):
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.started = time.monotonic()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            path = f"{os.environ['FIT_TIMER_OUT']}.{os.environ.get('SWEEP_TRIAL', 'alone')}"
+            with open(path, "w") as f:
+                json.dump({"seconds": time.monotonic() - self.started}, f)
