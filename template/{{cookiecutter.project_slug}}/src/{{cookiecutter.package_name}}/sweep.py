@@ -450,7 +450,7 @@ def run(sweep: Sweep, workers: int, worker_index: int) -> None:
     )
     heartbeat = threading.Thread(target=_heartbeat, args=(sweep, study), daemon=True)
     heartbeat.start()
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # scancel, a scheduler's stop: as Ctrl-C
     threads = [
         threading.Thread(target=sweep.work, args=(study, i, gpus[i % len(gpus)] if gpus else None), daemon=True)
         for i in range(workers)
@@ -474,6 +474,10 @@ def run(sweep: Sweep, workers: int, worker_index: int) -> None:
     sweep.summarize(study, interrupted)
     if interrupted:
         raise SystemExit(128 + signal.SIGINT)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _heartbeat(sweep: Sweep, study: optuna.Study) -> None:
