@@ -215,10 +215,10 @@ class Sweep:
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         started = time.monotonic()
-        with open(log_path, "w") as log:
+        with open(log_path, "w") as log:  # a session of its own: Ctrl-C reaches the sweep alone, which stops it
             process = subprocess.Popen(
                 self.trial_command(trial, values), cwd=project_root(), env=env, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent, start_new_session=True,
             )  # fmt: skip
             self.running[number] = process
             try:
