@@ -451,29 +451,39 @@ def run(sweep: Sweep, workers: int, worker_index: int) -> None:
     heartbeat = threading.Thread(target=_heartbeat, args=(sweep, study), daemon=True)
     heartbeat.start()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # scancel, a scheduler's stop: as Ctrl-C
-    threads = [
-        threading.Thread(target=sweep.work, args=(study, i, gpus[i % len(gpus)] if gpus else None), daemon=True)
-        for i in range(workers)
-    ]
+    # Workers say they are done with an event: a Thread.join interrupted by Ctrl-C marks a running thread as
+    # stopped in Python < 3.13, and the sweep would end without telling the study about its trials.
+    done = [threading.Event() for _ in range(workers)]
     interrupted = False
     try:
-        for thread in threads:
-            thread.start()
+        for i in range(workers):
+            gpu = gpus[i % len(gpus)] if gpus else None
+            threading.Thread(target=_worker, args=(sweep, study, i, gpu, done[i]), daemon=True).start()
             time.sleep(0.5)  # workers start apart: the first asks while the others load
-        while any(thread.is_alive() for thread in threads):
-            for thread in threads:
-                thread.join(timeout=0.5)
+        _wait(done)
     except KeyboardInterrupt:
         interrupted = True
         print("Stopping the sweep: its running trials are failed and will be run again next time", file=sys.stderr)
         sweep.stop()
-        for thread in threads:
-            thread.join()
+        _wait(done)
     finally:
         signal.signal(signal.SIGTERM, previous)
     sweep.summarize(study, interrupted)
     if interrupted:
         raise SystemExit(128 + signal.SIGINT)
+
+
+def _worker(sweep: Sweep, study: optuna.Study, index: int, gpu: str | None, done: threading.Event) -> None:
+    try:
+        sweep.work(study, index, gpu)
+    finally:
+        done.set()
+
+
+def _wait(events: list[threading.Event]) -> None:
+    for event in events:
+        while not event.wait(0.5):
+            pass
 
 
 def _interrupt(signum: int, frame: Any) -> None:
