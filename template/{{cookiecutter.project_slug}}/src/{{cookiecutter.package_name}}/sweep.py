@@ -168,7 +168,7 @@ class Sweep:
             self.client.set_tag(self.parent, key, value)
 
     # ---- a worker: ask, train in a process of its own, tell, until TRIALS trials are done ----------------------
-    def work(self, study: optuna.Study, worker: int, gpu: str | None) -> None:
+    def work(self, study: optuna.Study, gpu: str | None) -> None:
         while not self.stopping.is_set():
             with self.locked():
                 self.fail_stale(study)
@@ -458,7 +458,7 @@ def run(sweep: Sweep, workers: int, worker_index: int) -> None:
     try:
         for i in range(workers):
             gpu = gpus[i % len(gpus)] if gpus else None
-            threading.Thread(target=_worker, args=(sweep, study, i, gpu, done[i]), daemon=True).start()
+            threading.Thread(target=_worker, args=(sweep, study, gpu, done[i]), daemon=True).start()
             time.sleep(0.5)  # workers start apart: the first asks while the others load
         _wait(done)
     except KeyboardInterrupt:
@@ -473,9 +473,9 @@ def run(sweep: Sweep, workers: int, worker_index: int) -> None:
         raise SystemExit(128 + signal.SIGINT)
 
 
-def _worker(sweep: Sweep, study: optuna.Study, index: int, gpu: str | None, done: threading.Event) -> None:
+def _worker(sweep: Sweep, study: optuna.Study, gpu: str | None, done: threading.Event) -> None:
     try:
-        sweep.work(study, index, gpu)
+        sweep.work(study, gpu)
     finally:
         done.set()
 
