@@ -9,19 +9,35 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint bench clean
+.PHONY: help venv lock demo test test-fast lint bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# .venv is exactly requirements.lock (hashes checked), installed by uv: it links the ~6 GB of wheels from its cache in
+# parallel (bench/install.py: pip vs uv). The generated projects' make install works the same way, with their own lock.
+LOCK_SCRIPT := template/{{cookiecutter.project_slug}}/scripts/lock.py
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(BASE_PYTHON) $(LOCK_SCRIPT) check --group test
 	test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	@echo "Installing PyTorch, Lightning, MLflow and the test tools into $(VENV) (a few minutes the first time)"
-	$(PYTHON) -m pip install --quiet --group test
+	test -x $(VENV)/bin/uv || { $(PYTHON) $(LOCK_SCRIPT) pin uv > $(VENV)/uv.txt && \
+		$(PYTHON) -m pip install --quiet --require-hashes --no-deps -r $(VENV)/uv.txt; }
+	@echo "Installing the locked PyTorch, Lightning, MLflow and test tools into $(VENV) (a few minutes the first time)"
+	$(VENV)/bin/uv pip sync --quiet --python $(PYTHON) --require-hashes requirements.lock
 	touch $@
 
 venv: $(VENV)/.installed ## Create .venv with the generated projects' dependencies and the test tools
+
+# With the .venv you have (its uv and cookiecutter), also after editing pyproject.toml: then make venv installs it.
+lock: ## Regenerate requirements.lock and the generated projects' lock from the pyproject files (package index)
+	@test -x $(VENV)/bin/uv || { echo "ERROR: make lock uses $(VENV)'s uv and cookiecutter: run make venv first" >&2; exit 1; }
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --group test $(LOCK_FLAGS) -o requirements.lock
+	$(PYTHON) $(LOCK_SCRIPT) stamp --group test
+	rm -rf build/lock && $(VENV)/bin/cookiecutter --no-input --output-dir build/lock . project_name="Lock Project"
+	$(MAKE) --no-print-directory -C build/lock/lock-project VENV=$(abspath $(VENV)) lock
+	$(PYTHON) .ci/lock_template.py build/lock/lock-project/requirements.lock lock-project 3.11
 
 # The demo project runs in .venv (it has every task's dependencies) through its Makefile's VENV variable; its
 # `make demo` trains each task on the budget of its configs/demo/<task>.yaml. VERBOSE=1 shows the libraries' chatter.
@@ -46,7 +62,8 @@ lint: venv ## ruff on the template's code and on a freshly baked project
 	$(VENV)/bin/ruff format --check --config build/lint/lint-project/pyproject.toml build/lint/lint-project
 
 bench: venv ## Run the benchmarks (ratios against baselines measured in the same run)
-	for script in bench/forecasting.py bench/captioning.py bench/transcription.py bench/overhead.py bench/sweep.py; do \
+	for script in bench/forecasting.py bench/captioning.py bench/transcription.py bench/overhead.py bench/pretrained.py \
+		bench/sweep.py; do \
 		$(PYTHON) $$script || exit 1; done
 	@echo "GPU figures: bash bench/gpu_check.sh on a machine with a GPU"
 

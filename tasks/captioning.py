@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore
@@ -19,50 +18,11 @@ from ..datamodules.images.datamodule import IMAGENET_MEAN, IMAGENET_STD
 from ..datamodules.images.text import BOS, EOS, PAD
 from ..examples import Examples
 from .base import TaskModule
+from .image_encoders import FeatureCache, build_image_encoder
+from .pretrained import check_finetuning, frozen_now, param_groups, set_trainable
+from .settings import check_model_settings
 
 LENGTH_PENALTY = 0.7  # beam scores are divided by length**0.7 so that short captions are not always preferred
-
-
-class SmallCNN(nn.Sequential):
-    """A light encoder (four stride-2 conv blocks) that trains from scratch in minutes on a CPU."""
-
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
-        layers: list[nn.Module] = []
-        channels = 3
-        for width in widths:
-            layers += [
-                nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(width, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-            ]
-            channels = width
-        super().__init__(*layers)
-
-
-def build_encoder(name: str, pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
-    """A torchvision CNN without its pooling/classifier head (or ``small``), and its output channels."""
-    if name == "small":
-        if pretrained or weights_path:
-            raise ValueError("encoder 'small' has no pretrained weights; use e.g. encoder: resnet18")
-        net: nn.Module = SmallCNN()
-    else:
-        if name not in torchvision.models.list_models(torchvision.models):
-            raise ValueError(f"unknown encoder {name!r}: use 'small' or a torchvision model such as resnet18")
-        model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained and not weights_path else None)
-        if weights_path:
-            try:
-                model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-            except Exception as error:  # missing, not a checkpoint, or weights of another architecture
-                raise ValueError(f"cannot load {name} weights from {weights_path!r}: {error}") from None
-        # torchvision classifiers keep their conv trunk in .features (MobileNet, EfficientNet, ConvNeXt, VGG)
-        # or as every child before pooling and the classifier (ResNet, RegNet)
-        net = model.features if hasattr(model, "features") else nn.Sequential(*list(model.children())[:-2])
-    with torch.no_grad():
-        channels = net.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
-    return net.train(), channels
 
 
 class CaptionDecoder(nn.Module):
@@ -91,9 +51,15 @@ class ImageCaptioner(TaskModule):
     always saying the most common training caption (``common_bleu4``).
 
     Args:
-        encoder: ``small`` (fast from scratch) or any torchvision CNN name (``resnet18``, ``mobilenet_v3_small``).
-        pretrained: load torchvision's ImageNet weights (needs internet once); ``weights_path``: a local file.
-        freeze_encoder: train only the decoder (sensible with pretrained weights).
+        encoder: ``small`` (fast from scratch), ``efficientnet_lite0`` (ImageNet weights shipped in the
+            ``pretrained`` extra: offline) or a torchvision model (``resnet18``, ``convnext_tiny``, ``vit_b_16``).
+        pretrained: ImageNet weights (torchvision's are downloaded once); ``weights_path``: a local state dict.
+            Read only for a new model: a checkpoint carries its weights.
+        encoder_image_size: the side images are resized to before the encoder; null: what its weights were
+            trained on (224) when pretrained, the data's size otherwise.
+        freeze_encoder: train only the decoder; ``freeze_epochs``: only for the first K epochs, then fine-tune.
+        encoder_lr_scale: the encoder's learning rate as a fraction of ``lr`` (e.g. 0.1 to fine-tune gently).
+        cache_features: while the encoder is frozen, compute each image's features once and reuse them.
         beam_size: 1 decodes greedily; more keeps that many candidate captions.
         max_length: the longest caption generated, in words.
         examples_to_log: images whose captions are logged to MLflow each validation epoch.
@@ -109,6 +75,10 @@ class ImageCaptioner(TaskModule):
         pretrained: bool = False,
         weights_path: str | None = None,
         freeze_encoder: bool = False,
+        freeze_epochs: int = 0,
+        encoder_lr_scale: float = 1.0,
+        cache_features: bool = False,
+        encoder_image_size: int | None = None,
         d_model: int = 256,
         num_layers: int = 3,
         num_heads: int = 4,
@@ -125,9 +95,25 @@ class ImageCaptioner(TaskModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["spec"])
-        self.encoder, channels = build_encoder(encoder, pretrained, weights_path)
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
+        check_model_settings(
+            sizes={"d_model": d_model, "num_layers": num_layers, "num_heads": num_heads, "max_length": max_length,
+                   "beam_size": beam_size},
+            rates={"lr": lr}, fractions={"dropout": dropout, "label_smoothing": label_smoothing},
+            non_negative={"weight_decay": weight_decay, "warmup_steps": warmup_steps,
+                          "examples_to_log": examples_to_log},
+        )  # fmt: skip
+        if d_model % num_heads:
+            raise ValueError(f"model.init_args.d_model ({d_model}) must be a multiple of model.init_args.num_heads "
+                             f"({num_heads}): each head takes an equal share")  # fmt: skip
+        # --- pretrained encoder (tasks/image_encoders.py); weights only for a new model, a checkpoint has them
+        check_finetuning(freeze_epochs, encoder_lr_scale)
+        self.encoder, channels = build_image_encoder(
+            encoder, pretrained, weights_path, encoder_image_size, load=spec is None
+        )
+        self.encoder_frozen = freeze_encoder or freeze_epochs > 0
+        set_trainable(self.encoder, not self.encoder_frozen, training=True)
+        self.feature_cache = FeatureCache() if cache_features else None
+        # ---
         if channels_last:
             self.encoder.to(memory_format=torch.channels_last)
         self.project = nn.Sequential(nn.Linear(channels, d_model), nn.LayerNorm(d_model))
@@ -149,15 +135,26 @@ class ImageCaptioner(TaskModule):
 
     def train(self, mode: bool = True) -> ImageCaptioner:
         super().train(mode)
-        if self.hparams.freeze_encoder:
+        if self.encoder_frozen:
             self.encoder.eval()  # frozen batch-norm statistics stay as loaded
         return self
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def on_train_epoch_start(self) -> None:
+        """Unfreeze the encoder after ``freeze_epochs`` (the same on resuming: it follows the epoch)."""
+        self.encoder_frozen = frozen_now(self.hparams.freeze_encoder, self.hparams.freeze_epochs, self.current_epoch)
+        set_trainable(self.encoder, not self.encoder_frozen, training=self.training)
+        if not self.encoder_frozen:
+            self.feature_cache = None  # the encoder learns now: features change every step
+
+    def encode(self, images: torch.Tensor, files: list[str] | None = None) -> torch.Tensor:
         """The image as a sequence of feature-map cells with their row/column position, (batch, cells, d_model)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        features = self.encoder(images)
+        if self.feature_cache is not None and files is not None and self.encoder_frozen:
+            features = self.feature_cache(self.encoder, images, files)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):  # no graph if frozen
+                features = self.encoder(images)
         _, _, height, width = features.shape
         cells = self.project(features.flatten(2).transpose(1, 2))
         rows = torch.arange(height, device=cells.device).clamp(max=63)
@@ -205,7 +202,7 @@ class ImageCaptioner(TaskModule):
     def shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, list[str] | None]:
         """The loss of a batch (teacher forcing), and outside training its generated captions and BLEU."""
         tokens = batch["tokens"][:, : self.hparams.max_length + 2]  # <bos>, max_length words, <eos>
-        memory = self.encode(batch["image"])
+        memory = self.encode(batch["image"], batch.get("file"))
         logits = self.decoder(memory, tokens[:, :-1])
         loss = F.cross_entropy(
             logits.transpose(1, 2).float(),
@@ -244,7 +241,10 @@ class ImageCaptioner(TaskModule):
         return Examples(rows, images=list(pixels), figure=figure)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams  # the encoder at lr * encoder_lr_scale; left out only when it is frozen for good
+        encoder = [{"params": list(self.encoder.parameters()), "lr": hp.lr * hp.encoder_lr_scale}]
+        encoder = [] if hp.freeze_encoder else encoder
+        params = param_groups(self, encoder, hp.lr, include=lambda p: p.requires_grad)
         optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = self.trainer.estimated_stepping_batches
         total = int(total) if math.isfinite(total) else 100_000

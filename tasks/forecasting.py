@@ -19,6 +19,7 @@ from torchmetrics.regression import SymmetricMeanAbsolutePercentageError
 from ..datamodules.timeseries import PriceSpec
 from ..examples import Examples
 from .base import TaskModule
+from .settings import check_model_settings
 
 
 class RecurrentBackbone(nn.Module):
@@ -80,6 +81,10 @@ class PriceForecaster(TaskModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["spec"])
+        check_model_settings(
+            sizes={"hidden_size": hidden_size, "num_layers": num_layers, "season_length": season_length},
+            rates={"lr": lr}, fractions={"dropout": dropout}, non_negative={"weight_decay": weight_decay},
+        )  # fmt: skip
         self.quantiles = sorted(quantiles or [0.1, 0.5, 0.9]) if loss == "quantile" else [0.5]
         if 0.5 not in self.quantiles or not all(0 < q < 1 for q in self.quantiles):
             raise ValueError(

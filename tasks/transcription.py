@@ -11,8 +11,16 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from ..datamodules.audio import SpeechSpec
 from ..datamodules.audio.features import FeaturePipeline
+from ..datamodules.common import DataError
 from ..examples import Examples
 from .base import TaskModule
+from .pretrained import check_finetuning, frozen_now, param_groups
+from .settings import check_model_settings
+from .speech_encoders import SPEECH_ENCODERS, SpeechEncoder
+
+PretrainedName = Literal[
+    "wav2vec2_base", "wav2vec2_large", "wav2vec2_large_lv60k", "wav2vec2_xlsr_300m", "hubert_base", "hubert_large"
+]  # fmt: skip  (tasks/speech_encoders.py)
 
 
 class ConvSubsampling(nn.Module):
@@ -63,7 +71,17 @@ class SpeechTranscriber(TaskModule):
     (``common_wer``, a little below 1.0).
 
     Args:
-        encoder: ``lstm`` (default, fast on CPU), ``gru`` or ``conformer`` (torchaudio).
+        encoder: ``lstm`` (default, fast on CPU), ``gru`` or ``conformer`` (torchaudio), or a pretrained wav2vec 2.0
+            / HuBERT model (``wav2vec2_base``, ``hubert_base``, ...) that reads waveforms: set
+            ``data.features_on: model``.
+        pretrained: torchaudio's weights for that model (downloaded once); ``weights_path``: a local state dict.
+            Read only for a new model: a checkpoint carries its weights.
+        encoder_layers: keep the lower N transformer layers only (faster); null keeps all.
+        freeze_feature_encoder: keep the convolutional feature encoder as loaded (the usual recipe).
+        freeze_epochs: train only the CTC head for the first K epochs, then fine-tune the encoder.
+        encoder_lr_scale, layer_lr_decay: the top transformer layer learns at ``lr * encoder_lr_scale``, each
+            lower one at ``layer_lr_decay`` times the one above.
+        mask_time_prob, mask_channel_prob: SpecAugment-style masking of the transformer input in training.
         hidden_size: RNN hidden size per direction, or the Conformer width.
         examples_to_log: reference/hypothesis pairs logged to MLflow each validation epoch.
         spec: the data's ``SpeechSpec`` (characters, feature settings, common word) as a checkpoint keeps
@@ -74,7 +92,7 @@ class SpeechTranscriber(TaskModule):
 
     def __init__(
         self,
-        encoder: Literal["lstm", "gru", "conformer"] = "lstm",
+        encoder: Literal["lstm", "gru", "conformer"] | PretrainedName = "lstm",
         hidden_size: int = 192,
         num_layers: int = 2,
         num_heads: int = 4,
@@ -83,10 +101,42 @@ class SpeechTranscriber(TaskModule):
         lr: float = 2e-3,
         weight_decay: float = 1e-2,
         examples_to_log: int = 8,
+        pretrained: bool = False,
+        weights_path: str | None = None,
+        encoder_layers: int | None = None,
+        freeze_feature_encoder: bool = True,
+        freeze_epochs: int = 0,
+        encoder_lr_scale: float = 1.0,
+        layer_lr_decay: float = 1.0,
+        mask_time_prob: float = 0.05,
+        mask_channel_prob: float = 0.0,
         spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["spec"])
+        check_model_settings(
+            sizes={"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+                   "conv_channels": conv_channels},
+            rates={"lr": lr}, fractions={"dropout": dropout},
+            non_negative={"weight_decay": weight_decay, "examples_to_log": examples_to_log},
+        )  # fmt: skip
+        if encoder == "conformer" and hidden_size % num_heads:
+            raise ValueError(f"model.init_args.hidden_size ({hidden_size}) must be a multiple of "
+                             f"model.init_args.num_heads ({num_heads}) for the conformer")  # fmt: skip
+        # --- pretrained encoder (tasks/speech_encoders.py): built here, so a bad weights file stops the command
+        # before any data is read; weights only for a new model, a checkpoint has them
+        check_finetuning(freeze_epochs, encoder_lr_scale)
+        if (pretrained or weights_path) and encoder not in SPEECH_ENCODERS:
+            raise ValueError(f"encoder {encoder!r} has no pretrained weights: use e.g. encoder: wav2vec2_base")
+        self.speech_encoder: SpeechEncoder | None = None
+        if encoder in SPEECH_ENCODERS:
+            self.speech_encoder = SpeechEncoder(
+                encoder, pretrained, weights_path, load=spec is None, num_layers=encoder_layers,
+                freeze_feature_encoder=freeze_feature_encoder, mask_time_prob=mask_time_prob,
+                mask_channel_prob=mask_channel_prob,
+            )  # fmt: skip
+            self.speech_encoder.set_frozen(freeze_epochs > 0, training=True)
+        # ---
         self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
         metrics = MetricCollection({"wer": WordErrorRate(), "cer": CharErrorRate()})
         self.metrics = nn.ModuleDict({stage: metrics.clone(prefix=f"{stage}/") for stage in ("val", "test")})
@@ -100,15 +150,24 @@ class SpeechTranscriber(TaskModule):
         hp = self.hparams
         self.features = FeaturePipeline(**spec.features)
         dim = hp.hidden_size
-        self.subsample = ConvSubsampling(spec.features["n_mels"], hp.conv_channels, dim)
-        if hp.encoder == "conformer":
+        if self.speech_encoder is not None:  # waveforms at the data's rate; the encoder resamples them to 16 kHz
+            self.speech_encoder.input_rate = spec.features["sample_rate"]
+        elif hp.encoder == "conformer":
+            self.subsample = ConvSubsampling(spec.features["n_mels"], hp.conv_channels, dim)
             self.encoder = ConformerEncoder(dim, hp.num_heads, hp.num_layers, hp.dropout)
         else:
+            self.subsample = ConvSubsampling(spec.features["n_mels"], hp.conv_channels, dim)
             self.encoder = RNNEncoder(hp.encoder, dim, dim, hp.num_layers, hp.dropout)
-        self.head = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(self.encoder.out_dim, len(spec.vocab)))
+        out_dim = self.speech_encoder.out_dim if self.speech_encoder is not None else self.encoder.out_dim
+        self.head = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(out_dim, len(spec.vocab)))
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch -> (B, T', vocab) log-probabilities and their lengths."""
+        if self.speech_encoder is not None:
+            if "audio" not in batch:  # a data setting: the CLI prints it as one ERROR: line
+                raise DataError(f"encoder {self.hparams.encoder} reads waveforms: set data.features_on: model")
+            x, lengths = self.speech_encoder(batch["audio"], batch["audio_lengths"])
+            return self.head(x).log_softmax(-1), lengths
         if "features" in batch:
             feats, lengths = batch["features"], batch["feature_lengths"]
         else:  # raw audio: featurize on this device
@@ -145,10 +204,22 @@ class SpeechTranscriber(TaskModule):
         n = self.hparams.examples_to_log
         return Examples([{"file": f, "reference": r, "hypothesis": h} for f, r, h in list(rows)[:n]])
 
+    def on_train_epoch_start(self) -> None:
+        """A pretrained encoder learns from epoch ``freeze_epochs`` on (the same on resuming: it follows the epoch)."""
+        if self.speech_encoder is not None:
+            frozen = frozen_now(False, self.hparams.freeze_epochs, self.current_epoch)
+            self.speech_encoder.set_frozen(frozen, training=self.training)
+
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        params: Any = self.parameters()
+        if self.speech_encoder is not None:  # layer-wise learning rates; the frozen feature encoder is left out
+            encoder = self.speech_encoder.param_groups(hp.lr * hp.encoder_lr_scale, hp.layer_lr_decay)
+            params = param_groups(self, encoder, hp.lr, include=lambda p: p.requires_grad)
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = self.trainer.estimated_stepping_batches
         if not isinstance(total, int) or total <= 0 or total > 10_000_000:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.hparams.lr, total_steps=total, pct_start=0.15)
+        peaks = [group["lr"] for group in optimizer.param_groups]  # each group's own peak (layer-wise rates)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, peaks, total_steps=total, pct_start=0.15)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -100,9 +100,10 @@ class RecordCheckpointPath(Callback):
 
 class TouchAtStep(Callback):
     """Creates $FAULT_FILE at step $FAULT_STEP (a test waiting for it then breaks something outside), and writes the
-    time testing ended to $FAULT_END."""
+    time testing ended to $FAULT_END. $FAULT_STEP_DELAY s per step keeps a training logging while the fault lasts."""
 
     def on_train_batch_end(self, trainer, *args) -> None:
+        time.sleep(float(os.environ.get("FAULT_STEP_DELAY", "0")))
         if trainer.global_step == int(os.environ["FAULT_STEP"]):
             with open(os.environ["FAULT_FILE"], "w") as f:
                 f.write(str(time.time()))

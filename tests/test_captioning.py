@@ -445,7 +445,7 @@ def test_predict_captions_images_of_any_mode_and_size(project, trained, tmp_path
     assert failed.returncode != 0 and "broken.png' is not a readable image" in failed.stderr
 
 
-def test_encoder_weights_file_freezing_and_decoding(package, tmp_path):
+def test_encoder_weights_file_freezing_and_decoding(package, images, tmp_path):
     import torch
     import torchvision
 
@@ -453,11 +453,12 @@ def test_encoder_weights_file_freezing_and_decoding(package, tmp_path):
     weights = torchvision.models.resnet18().state_dict()
     torch.save(weights, tmp_path / "resnet18.pth")
     vocab = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]
-    spec = {"vocab": vocab, "image_size": 64}
+    spec = {"vocab": vocab, "image_size": 64, "common_caption": "a red circle"}
     model = captioning.ImageCaptioner(
-        spec=spec, encoder="resnet18", weights_path=str(tmp_path / "resnet18.pth"), freeze_encoder=True, d_model=32
-    )
-    assert torch.equal(model.encoder[0].weight, weights["conv1.weight"])
+        encoder="resnet18", weights_path=str(tmp_path / "resnet18.pth"), freeze_encoder=True, d_model=32
+    )  # a new model reads the file; one rebuilt from a checkpoint (spec given) gets its weights from the checkpoint
+    model.configure(images.CaptionSpec(**spec))
+    assert torch.equal(model.encoder.trunk[0].weight, weights["conv1.weight"])
     model.train()
     assert not model.encoder.training and not any(p.requires_grad for p in model.encoder.parameters())
     assert model.decoder.training and all(p.requires_grad for p in model.decoder.parameters())
@@ -467,6 +468,6 @@ def test_encoder_weights_file_freezing_and_decoding(package, tmp_path):
         assert len(captions) == 2 and all(set(c.split()) <= set(vocab[3:]) for c in captions)
     (tmp_path / "bad.pth").write_bytes(b"nope")
     with pytest.raises(ValueError, match="cannot load resnet18 weights from"):
-        captioning.ImageCaptioner(spec=spec, encoder="resnet18", weights_path=str(tmp_path / "bad.pth"))
+        captioning.ImageCaptioner(encoder="resnet18", weights_path=str(tmp_path / "bad.pth"))
     with pytest.raises(ValueError, match="unknown encoder 'resnet9000'"):
         captioning.ImageCaptioner(spec=spec, encoder="resnet9000")

@@ -20,6 +20,9 @@ def test_make_help_lists_the_targets(project: Path) -> None:
         "mlflow-server",
         "lint",
         "sample-data",
+        "lock",
+        "update-template",
+        "check-template",
     ):
         assert f"make {target} " in out
     assert "tasks: captioning forecasting transcription (TASK=captioning by default)" in out

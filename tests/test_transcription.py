@@ -237,7 +237,7 @@ def test_phone_recordings_in_a_folder_are_refused_by_name_not_left_out(audio, tm
         dm.setup("predict")
     assert "memo.m4a: unreadable or truncated audio" in str(error.value)
     assert "convert it to WAV or FLAC (ffmpeg -i in.m4a out.wav)" in str(error.value)
-    assert "1 file(s) that are not audio are left out (.txt)" in caplog.text
+    assert "1 file(s) that are not audio files are left out (.txt)" in caplog.text
 
 
 def test_characters_the_model_never_saw_are_named(audio, sample, tmp_path, caplog):

@@ -20,6 +20,7 @@ from ..common import (
     check_non_negative,
     check_policy,
     check_positive,
+    check_workers,
     existing_path,
     list_inputs,
     split_by_group,
@@ -102,7 +103,8 @@ class SpeechDataModule(SpecDataModule):
             max_duration=max_duration,
             time_reduction=time_reduction,
         )
-        check_non_negative(num_workers=num_workers, cache_audio_gb=cache_audio_gb)
+        check_workers(num_workers)
+        check_non_negative(cache_audio_gb=cache_audio_gb)
         check_fractions(val_fraction, test_fraction)
         check_policy(on_bad_input)
         self.save_hyperparameters()

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..common import DataError, SpecDataModule, check_fractions, check_non_negative, check_positive, existing_path
+from ..common import DataError, SpecDataModule, check_fractions, check_positive, check_workers, existing_path
 from .calendar import future_stamps, labels
 from .files import Series, parse_series, read_table
 from .windows import WindowDataset, _batched
@@ -77,7 +77,7 @@ class PriceDataModule(SpecDataModule):
     ) -> None:
         super().__init__()
         check_positive(lookback=lookback, horizon=horizon, batch_size=batch_size)
-        check_non_negative(num_workers=num_workers)
+        check_workers(num_workers)
         check_fractions(val_fraction, test_fraction)
         self.save_hyperparameters()
         self.spec: PriceSpec | None = None

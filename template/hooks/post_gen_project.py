@@ -5,28 +5,35 @@ task registry there (``tasks/__init__.py``) names each task's parts. This hook c
 tasks (``cookiecutter.__tasks``) and everything no task owns into ``src/<package>/``, writes the registry with the
 chosen tasks' entries only, and removes the configs (demo budgets and sweep spaces included) and tests of the others. It finds the
 components next to the ``template/`` folder cookiecutter rendered from (a local path or a clone of a git URL).
+
+cruft runs this hook again on every ``cruft update``, in a temporary folder, for the project's commit and the new
+one, and diffs the two: so the hook does only what a bake at that commit produces (the same tasks, from the same
+answers) and nothing with side effects: no sample data, no ``git init``, no installs. A plain ``cookiecutter`` bake
+(no ``_commit`` in the context: cruft sets it) also gets the ``.cruft.json`` that ``cruft create`` writes, so every
+project can be updated (``make update-template``).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-import os
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 PACKAGE = {{ cookiecutter.package_name|tojson }}
-REPO_DIR = {{ cookiecutter._repo_dir|tojson }}
+TEMPLATE_DIR = {{ template_dir()|tojson }}  # local_extensions.py: cookiecutter's _repo_dir, which cruft lacks
 CHOSEN = {{ cookiecutter.__tasks|tojson }}.split()
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
+CONTEXT = json.loads({{ cookiecutter|tojson|tojson }})  # the answers, as a JSON string (true, null)
+BY_CRUFT = "_commit" in CONTEXT  # cruft create writes .cruft.json itself; cruft update renders into a temp folder
 
 
 def find_repo_root() -> Path:
     """The folder that holds ``tasks/`` and ``datamodules/`` (the parent of ``template/``)."""
-    template_dir = Path(REPO_DIR)
-    if not template_dir.is_absolute():  # cookiecutter pointed straight at template/ by a relative path
-        template_dir = Path(os.environ.get("PWD", ".")) / template_dir
+    template_dir = Path(TEMPLATE_DIR)
     for candidate in (template_dir.parent, template_dir):
         if (candidate / "tasks").is_dir() and (candidate / "datamodules").is_dir():
             return candidate.resolve()
@@ -81,5 +88,35 @@ def copy_components(repo: Path, project: Path) -> None:
         (project / "tests" / f"test_{name}.py").unlink(missing_ok=True)
 
 
+def git(repo: Path, *args: str) -> str:
+    found = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def write_cruft_state(repo: Path, project: Path) -> None:
+    """``.cruft.json`` as ``cruft create --directory template`` writes it: template, commit, folder, answers."""
+    commit = git(repo, "rev-parse", "HEAD")
+    if not commit or git(repo, "rev-parse", "--show-toplevel") != str(repo):
+        print(f"NOTE: {repo} is not a git repository: this project cannot follow template updates (README).")
+        return
+    # A clone (cookiecutter's own of a git URL, or yours) whose commit is on its remote: updates fetch from there.
+    # A commit of your own not pushed yet is only in this folder: updates come from the folder.
+    origin = git(repo, "remote", "get-url", "origin")
+    pushed = origin and git(repo, "branch", "-r", "--contains", commit)
+    answers = {k: v for k, v in CONTEXT.items() if k not in ("_repo_dir", "_output_dir", "_checkout")}
+    answers.update(_template=origin if pushed else str(repo), _commit=commit)
+    state = {
+        "template": answers["_template"],
+        "commit": commit,
+        "checkout": None,
+        "context": {"cookiecutter": answers},
+        "directory": "template",
+    }
+    (project / ".cruft.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
 if __name__ == "__main__":
-    copy_components(find_repo_root(), Path.cwd())
+    root = find_repo_root()
+    copy_components(root, Path.cwd())
+    if not BY_CRUFT:
+        write_cruft_state(root, Path.cwd())

@@ -25,8 +25,11 @@ Row = tuple[str, float, int, int]  # (key, value, timestamp in ms, step)
 
 
 def rejected_by_store(error: Exception) -> bool:
-    """Whether the store refused the request itself (a bad name or value), rather than failed to answer it."""
-    return getattr(error, "error_code", None) in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "MALFORMED_REQUEST")
+    """Whether the store refused the request itself (a bad name or value), rather than failed to answer it.
+
+    Not BAD_REQUEST: MLflow's SQL store answers that for database errors too, a server out of pooled
+    connections under load among them ("QueuePool limit ... reached"), which pass; dropping the metric lost it."""
+    return getattr(error, "error_code", None) in ("INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST")
 
 
 class MetricSender:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(folder)  # the rename itself survives a power cut
         finally:
             os.close(folder)
+
+
+def untracked_checkpoints(trainer: Trainer, root: str | Path, task: str, resumed: str | None = None) -> None:
+    """Give a training without a logger (``--trainer.logger false``) a checkpoint folder of its own, as tracked
+    trainings have: ``<runs>/<task>/untracked-<date>-<time>-<pid>/checkpoints``, where ``--ckpt_path best|last``
+    finds it. Lightning would otherwise put every task's checkpoints in one ``<runs>/checkpoints/``, numbered
+    ``-v1``, ``-v2``. A resumed untracked training continues in the folder of its checkpoint.
+    """
+    name = f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    folder = Path(root) / task / name / "checkpoints"
+    for n in range(2, 1000):  # a second training of this process in the same second
+        if not folder.parent.exists():
+            break
+        folder = Path(root) / task / f"{name}-{n}" / "checkpoints"
+    parts = Path(resumed).parts if resumed else ()
+    if len(parts) >= 3 and parts[-2] == "checkpoints" and parts[-3].startswith("untracked-"):
+        folder = Path(resumed).parent
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "dirpath", None) is None:  # a dirpath the user set stays; rank 0's is broadcast
+            callback.dirpath = str(folder)
 
 
 def job_root(root: str | Path) -> Path:

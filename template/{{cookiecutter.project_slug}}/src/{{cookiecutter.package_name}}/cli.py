@@ -33,13 +33,15 @@ from .checkpoints import (
     model_arguments,
     own_hpc_checkpoint,
     resolve,
+    untracked_checkpoints,
 )
 from .datamodules.common import DataError, SpecDataModule
 from .describe import describe_run
-from .errors import ConfigError, first_line, innermost_value_error
+from .errors import ConfigError, explain, first_line, innermost_value_error
 from .examples import ExamplePredictions
 from .mlflow_logger import MLflowLogger
 from .predict import PredictionWriter
+from .preflight import PreflightError, check_command
 from .quiet import quiet_terminal
 from .run import RunMissing, RunSettings, TrackedRun
 from .store import TrackingUnavailable, prepare_store, tracking_uri
@@ -47,9 +49,9 @@ from .tasks import PACKAGE, Task, task_of
 from .tasks.base import TaskModule
 from .train_loss import TrainLoss
 
-COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = {"fit": Trainer.fit, "validate": Trainer.validate, "test": Trainer.test, "predict": Trainer.predict}
 RESOLVED_CHECKPOINT = "LIGHTNING_TASKS_CHECKPOINT"  # --ckpt_path as rank 0 resolved it, for the other ranks
-USER_ERRORS = (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing)  # not our bugs: one line
+USER_ERRORS = (TrackingUnavailable, DataError, ConfigError, CheckpointError, RunMissing, PreflightError)  # one line
 
 
 def main(args: list[str] | None = None) -> None:
@@ -59,6 +61,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         parser = ConfigParser(command, argv)  # 1
         config, task = parser.config, parser.task
+        check_command(command, config)  # the folders it writes, trainer values Lightning fails on late: up front
         root = Path(config.trainer.default_root_dir or RUNS_DIR)
         tracked = config.trainer.logger is not False
         uri = tracking_uri()
@@ -71,20 +74,20 @@ def main(args: list[str] | None = None) -> None:
         settings = describe_run(built.tracking, task, model.hparams, config.trainer.max_epochs)
         run = TrackedRun(settings, uri, task.name, root, parser.dump()) if tracked else None
         trainer = build_trainer(built, task, run, root)  # 6
+        if run is None:  # no run folder: checkpoints in a folder of their own, where best/last find them
+            untracked_checkpoints(trainer, root, task.name, checkpoint)
         continued = (checkpoint or own_hpc_checkpoint(trainer)) if command == "fit" else None  # resuming: its run
         with run.started(command, continued) if run else contextlib.nullcontext():  # 7
             keep_skipped(data.skipped, run, trainer, task, command)
-            commands = {
-                "fit": trainer.fit,
-                "validate": trainer.validate,
-                "test": trainer.test,
-                "predict": trainer.predict,
-            }
-            commands[command](model, datamodule=data, ckpt_path=checkpoint)
+            COMMANDS[command](trainer, model, datamodule=data, ckpt_path=checkpoint)
             if command == "fit" and config.test_after_fit:
                 test_best(trainer, model, data)
     except USER_ERRORS as error:
         raise SystemExit(f"ERROR: {first_line(error)}") from None
+    except Exception as error:  # a config value Lightning or jsonargparse refused: one line; anything else traces
+        if explain(error) is None:
+            raise
+        raise SystemExit(f"ERROR: {explain(error)}") from None
     except SIGTERMException:  # Lightning exits with status 0 here; schedulers must see that the job did not finish
         print("Stopped by SIGTERM; `make resume` continues from last.ckpt.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
@@ -118,7 +121,7 @@ class ConfigParser(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=None,
             trainer_defaults={"default_root_dir": RUNS_DIR},
-            parser_kwargs={"prog": f"python -m {PACKAGE} {command}"},
+            parser_kwargs={"prog": f"python -m {PACKAGE} {command}", "exit_on_error": False},  # errors: one line
             args=argv,
             run=False,
             auto_configure_optimizers=False,
@@ -163,7 +166,7 @@ class ConfigParser(LightningCLI):
             self.config_init = self.parser.instantiate_classes(self.config)
         except (ValueError, LookupError) as error:  # a bad value in the config, not a bug to trace
             cause = innermost_value_error(error)
-            raise cause if isinstance(cause, DataError) else ConfigError(first_line(cause)) from None
+            raise cause if isinstance(cause, DataError) else ConfigError(explain(cause) or first_line(cause)) from None
         return self.config_init
 
     def dump(self) -> str:

@@ -17,6 +17,7 @@ from . import DEFAULT_TRACKING_URI
 from .tasks import TASKS
 
 SQLITE = "sqlite:///"
+POSTGRES = ("postgresql://", "postgresql+psycopg://", "postgres://")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -37,6 +38,8 @@ def tracking_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
         uri = SQLITE + str((project_root() / uri[len(SQLITE) :]).resolve())
+    if uri.startswith(POSTGRES):  # SQLAlchemy reads plain postgresql:// as psycopg2; the extra installs psycopg 3
+        uri = "postgresql+psycopg://" + uri.split("://", 1)[1]
     return uri
 
 
@@ -54,7 +57,14 @@ def artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on an unreachable server; create a SQLite store's tables once, under a file lock."""
+    """Fail fast on a URI no store reads or an unreachable server; create a SQLite store's tables once, under a
+    file lock."""
+    from .preflight import PreflightError, check_tracking_uri
+
+    try:
+        check_tracking_uri(uri)
+    except PreflightError as error:
+        raise TrackingUnavailable(str(error)) from None
     if uri.startswith(("http://", "https://")):
         import requests
 
@@ -74,6 +84,8 @@ def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
             )
         if not answer.ok:
             raise TrackingUnavailable(f"MLflow tracking server {redact(uri)} answers {answer.status_code} to /health")
+    elif uri.startswith(POSTGRES):
+        check_postgres(uri, timeout_s)
     elif uri.startswith(SQLITE):
         from mlflow import MlflowClient
 
@@ -82,6 +94,28 @@ def prepare_store(uri: str, timeout_s: float = 5.0) -> None:
         with open(f"{db}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first uses would race on CREATE TABLE
             MlflowClient(uri).search_experiments(max_results=1)
+
+
+def check_postgres(uri: str, timeout_s: float) -> None:
+    """Fail fast, before a server starts or a training spends compute, on a missing driver or database."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise TrackingUnavailable(
+            f"{redact(uri)} is a PostgreSQL database and its driver is not installed: pip install -e '.[postgres]'"
+        ) from None
+    import sqlalchemy
+
+    timeout = {"connect_timeout": max(1, int(timeout_s))}
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool, connect_args=timeout)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise TrackingUnavailable(
+            f"PostgreSQL database {redact(uri)} is unreachable ({reason}). Create it (README: Teams) or check the URI"
+        ) from None
 
 
 def print_runs(uri: str, limit: int = 20) -> None:
