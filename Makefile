@@ -62,7 +62,8 @@ lint: venv ## ruff on the template's code and on a freshly baked project
 	$(VENV)/bin/ruff format --check --config build/lint/lint-project/pyproject.toml build/lint/lint-project
 
 bench: venv ## Run the benchmarks (ratios against baselines measured in the same run)
-	for script in bench/forecasting.py bench/captioning.py bench/transcription.py bench/overhead.py bench/pretrained.py; do \
+	for script in bench/forecasting.py bench/captioning.py bench/transcription.py bench/overhead.py bench/pretrained.py \
+		bench/sweep.py; do \
 		$(PYTHON) $$script || exit 1; done
 	@echo "GPU figures: bash bench/gpu_check.sh on a machine with a GPU"
 

@@ -114,3 +114,24 @@ class TouchAtStep(Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         with open(os.environ["FAULT_END"], "w") as f:
             f.write(str(time.time()))
+
+
+class RaiseInTrial(Callback):
+    """The sweep trial numbered $FAULT_TRIAL ($SWEEP_TRIAL, set by the sweep) fails at step 2, as a bug would."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if os.environ.get("SWEEP_TRIAL") == os.environ["FAULT_TRIAL"] and trainer.global_step == 2:
+            raise RuntimeError(f"injected failure in trial {os.environ['SWEEP_TRIAL']}")
+
+
+class RecordTrainedValues(Callback):
+    """Each rank writes what it trained with and for how long to $FAULT_RECORD.<trial>.<rank> (JSON)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        record = {"hparams": {k: v for k, v in pl_module.hparams.items() if k != "spec"}}
+        record.update(epochs=trainer.current_epoch, world_size=trainer.world_size)
+        path = f"{os.environ['FAULT_RECORD']}.{os.environ.get('SWEEP_TRIAL')}.{trainer.global_rank}"
+        with open(path, "w") as f:
+            json.dump(record, f)

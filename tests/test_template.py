@@ -34,6 +34,7 @@ def test_bake_task_combination(tmp_path: Path, choice: dict[str, bool]) -> None:
             assert (path.exists() or path.with_suffix(".py").exists()) == (name in chosen), module
         assert (project / "configs" / f"{name}.yaml").exists() == (name in chosen)
         assert (project / "configs" / "demo" / f"{name}.yaml").exists() == (name in chosen)
+        assert (project / "configs" / "sweep" / f"{name}.yaml").exists() == (name in chosen)
         assert (project / "tests" / f"test_{name}.py").exists() == (name in chosen)
     assert (package / "datamodules" / "common.py").exists()  # what no task owns is always there
     registry = (package / "tasks" / "__init__.py").read_text()

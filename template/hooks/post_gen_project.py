@@ -3,7 +3,7 @@
 Components live once, as plain Python, in the template repository's ``tasks/`` and ``datamodules/`` folders; the
 task registry there (``tasks/__init__.py``) names each task's parts. This hook copies the parts of the chosen
 tasks (``cookiecutter.__tasks``) and everything no task owns into ``src/<package>/``, writes the registry with the
-chosen tasks' entries only, and removes the configs (demo budgets included) and tests of the others. It finds the
+chosen tasks' entries only, and removes the configs (demo budgets and sweep spaces included) and tests of the others. It finds the
 components next to the ``template/`` folder cookiecutter rendered from (a local path or a clone of a git URL).
 
 cruft runs this hook again on every ``cruft update``, in a temporary folder, for the project's commit and the new
@@ -84,6 +84,7 @@ def copy_components(repo: Path, project: Path) -> None:
     for name in set(tasks) - set(CHOSEN):
         (project / "configs" / f"{name}.yaml").unlink(missing_ok=True)
         (project / "configs" / "demo" / f"{name}.yaml").unlink(missing_ok=True)
+        (project / "configs" / "sweep" / f"{name}.yaml").unlink(missing_ok=True)
         (project / "tests" / f"test_{name}.py").unlink(missing_ok=True)
 
 
