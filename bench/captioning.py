@@ -46,7 +46,7 @@ def throughput(images, data_args: dict, path: Path, rounds: int = 3) -> tuple[fl
     dm = images.ImageCaptionDataModule(**{**data_args, "path": str(path)})
     dm.setup("fit")
     files = [p for p, _ in dm.splits["train"]]
-    files_module = importlib.import_module(f"{images.__name__}.files")
+    files_module = importlib.import_module(f"{images.__name__}.decode")
     transform = dm._transform(train=True)
     size, batch = data_args["image_size"], data_args["batch_size"]
     loader_rates, plain_rates = [], []

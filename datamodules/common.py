@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule
 
+from .unpack import NotText, text_bytes
+
 log = logging.getLogger(__name__)
 
 BadInputPolicy = Literal["error", "skip"]
@@ -120,17 +122,20 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 # ---- text files as users save them --------------------------------------------------------------------------------
 def read_text(path: Path) -> str:
-    """The text of ``path``: UTF-8 with or without a byte-order mark, or UTF-16/32 with one (Excel's "Unicode text").
+    """The text of ``path``: UTF-8 with or without a byte-order mark, or UTF-16/32 with one (Excel's "Unicode text"),
+    also when compressed or zipped; a binary file is named as such (``unpack.py``).
 
     Other encodings are refused with the line and byte where decoding failed, rather than guessed: a wrong
     guess would turn names and captions into different words without a sign.
     """
     try:
-        data = path.read_bytes()
+        data = text_bytes(path, path.read_bytes())
     except OSError as error:  # a folder, no permission, a broken link
         raise DataError(
             f"{str(path)!r} cannot be read ({error.strerror or error}); it must be a readable file"
         ) from None
+    except NotText as error:
+        raise DataError(f"{path.name} {error}") from None
     wide = next((e for e, bom in WIDE_BOMS if data.startswith(bom)), None)
     if wide:
         try:
@@ -162,6 +167,20 @@ def sniff_separator(header: str) -> str:
     counts = {sep: header.count(sep) for sep in SEPARATORS}
     best = max(counts, key=counts.__getitem__)
     return best if counts[best] else ","
+
+
+def refuse_duplicates(where: str, header: Sequence[str], wanted: Sequence[str]) -> None:
+    """Refuse a header that names a column the data needs twice (a second ``Close``): which one holds it is a guess,
+    and readers differ (pandas takes the first, ``csv.DictReader`` the last)."""
+    names = [str(h).strip() for h in header]
+    for name in dict.fromkeys(wanted):
+        at = [i + 1 for i, h in enumerate(names) if h == name]
+        if len(at) > 1:
+            raise DataError(
+                f"{where}: column {name!r} appears {len(at)} times (columns {', '.join(map(str, at[:-1]))} and "
+                f"{at[-1]}); rename or "
+                "remove all but one, so that it is clear which one to use"
+            )
 
 
 def word_characters(text: str) -> str:

@@ -219,7 +219,7 @@ BAD_BYTES = {
     "empty-file": (b"", "prices.csv is empty"),
     "header-only": (b"symbol,date,price\n", "prices.csv has a header but no rows"),
     "empty-symbol": (with_cell(5, 0, ""), "prices.csv row 5: symbol is empty"),
-    "binary": (b"PK\x03\x04\x00\x00" * 20, "prices.csv line 1: contains a NUL byte"),
+    "binary": (b"PK\x03\x04\x00\x00" * 20, "prices.csv is a damaged ZIP archive (a binary file, not text"),
     "day-and-month-first": (
         german_excel().replace("29.01.2024", "01.29.2024").encode(),
         "prices.csv row 22: date '01.29.2024' is not a date like the column's other dates",

@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common import DataError, SkipLog, read_text, sniff_separator
+from ..common import DataError, SkipLog, read_text, refuse_duplicates, sniff_separator
+from ..unpack import EXCEL_SUFFIXES, plain_suffix
 
 SAMPLE_HINT = "Generate the sample with `make sample-data TASK=transcription`, or set data.path to your data."
 
@@ -75,7 +76,7 @@ def read_csv(path: Path, bad: SkipLog) -> list[Utterance]:
     text = read_text(path)
     if not text.strip():
         raise DataError(f"{path} is empty; it needs a header with 'path' and 'transcript' and a row per utterance")
-    separator = "\t" if path.suffix.lower() == ".tsv" else sniff_separator(text.partition("\n")[0])
+    separator = "\t" if plain_suffix(path) == ".tsv" else sniff_separator(text.partition("\n")[0])
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=separator)
     try:
         columns = [c.strip() for c in reader.fieldnames or []]
@@ -83,6 +84,7 @@ def read_csv(path: Path, bad: SkipLog) -> list[Utterance]:
         text_col = next((c for c in ("transcript", "sentence", "text") if c in columns), None)
         if "path" not in columns or text_col is None:
             raise DataError(f"{path}: columns {columns} need 'path' and 'transcript' (or Common Voice's 'sentence')")
+        refuse_duplicates(str(path), columns, ["path", text_col, "client_id", "speaker"])
         items = []
         for row in reader:
             where = f"{path} row {reader.line_num}"
@@ -109,9 +111,9 @@ def detect_format(path: Path, format: str) -> str:
         return format
     if path.is_dir():
         return "librispeech"
-    suffix = path.suffix.lower()
+    suffix = plain_suffix(path)  # train.tsv.gz is a TSV
     if suffix in (".jsonl", ".json"):
         return "jsonl"
-    if suffix in (".csv", ".tsv"):
+    if suffix in (".csv", ".tsv", *EXCEL_SUFFIXES):
         return "csv"
     raise DataError(f"cannot tell the format of {path}: use a folder, .jsonl, .csv or .tsv, or set data.format")

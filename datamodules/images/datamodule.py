@@ -27,16 +27,8 @@ from ..common import (
     split_by_group,
 )
 from .dataset import CaptionDataset, collate
-from .files import (
-    IMAGE_SUFFIXES,
-    MAX_PIXELS,
-    OTHER_IMAGE_SUFFIXES,
-    READERS,
-    check_image,
-    detect_format,
-    image_root,
-    inside,
-)
+from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
+from .files import READERS, detect_format, image_root, inside
 from .text import build_vocab, most_common, words
 
 log = logging.getLogger(__name__)
@@ -66,8 +58,8 @@ class ImageCaptionDataModule(SpecDataModule):
     Args:
         path: COCO captions JSON, CSV with ``image,caption`` columns, or a folder / file ``metadata.jsonl``
             with ``file_name,text``.
-        image_root: folder the image names are relative to (default: ``images/`` next to ``path`` if present,
-            else the folder of ``path``).
+        image_root: folder the image names are relative to (default: the folder of ``path`` or ``images/`` in
+            it, whichever holds the named images; the log says which).
         format: ``auto`` detects it from ``path``.
         image_size: images are resized to a square of this size.
         min_freq: words seen fewer times in the training captions become ``<unk>``.
@@ -149,9 +141,9 @@ class ImageCaptionDataModule(SpecDataModule):
         fmt = detect_format(path, self.hparams.format)
         if path.is_dir() and fmt != "jsonl":
             raise DataError(f"data.path {str(path)!r} is a folder; format {fmt} needs the captions file")
-        root = image_root(path, fmt, self.hparams.image_root)
         skips = SkipLog(self.hparams.on_bad_input, "captions")
         entries = READERS[fmt](path, skips)
+        root = image_root(path, fmt, self.hparams.image_root, (name for name, _, _ in entries))
         total = len(entries) + len(skips.reasons)
         problems = self._check_images(root, {name for name, _, _ in entries})
         by_image: dict[str, list[str]] = {}

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .files import MAX_PIXELS, read_image
+from .decode import MAX_PIXELS, read_image
 from .text import BOS, EOS, PAD, UNK, words
 
 

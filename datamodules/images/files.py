@@ -1,8 +1,6 @@
-"""Reading what users bring for captioning: images of any mode and size, and captions as COCO, CSV or JSONL.
+"""Reading what users bring for captioning: captions as COCO, CSV or JSONL, naming images (``decode.py`` reads those).
 
-Images are checked by decoding them in full (a truncated JPEG has a valid header), within a pixel limit set
-before decoding (a 30k x 30k PNG is a few kilobytes on disk and 2.7 GB decoded); image names in the captions
-must stay inside the image folder unless the user allows otherwise.
+Image names in the captions must stay inside the image folder unless the user allows otherwise.
 """
 
 from __future__ import annotations
@@ -10,80 +8,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms import v2
+from ..common import DataError, SkipLog, existing_path, read_text, refuse_duplicates, sniff_separator
+from ..unpack import EXCEL_SUFFIXES, plain_suffix
 
-from ..common import DataError, SkipLog, existing_path, read_text, sniff_separator
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# Images that phones and cameras save and may not be decodable here: taken into a folder to caption so that each
-# one is decoded or refused by name with the fix, never left out without a word.
-OTHER_IMAGE_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".dng", ".cr2", ".nef", ".arw"}
-MAX_PIXELS = 100_000_000  # ~300 MB as decoded RGB: a 100-megapixel photo is accepted, a decompression bomb is not
+log = logging.getLogger(__name__)
 Entry = tuple[str, str, str]  # (image name, caption, where it came from: "captions.csv row 7")
-# PIL's own bomb check has a fixed limit and would override data.max_image_pixels; the size is checked here instead.
-Image.MAX_IMAGE_PIXELS = None
-
-
-def image_size_problem(image: Image.Image, max_pixels: int) -> str | None:
-    """Why an opened (not yet decoded) image is too large or empty to use, or None."""
-    width, height = image.size
-    if width * height > max_pixels:
-        return (
-            f"is {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than data.max_image_pixels = "
-            f"{max_pixels:,}; shrink it or raise the limit"
-        )
-    if width * height == 0:
-        return "has no pixels"
-    return None
-
-
-def read_image(path: Path, size: int, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """Decode any image (grayscale, RGBA, palette, 16-bit) to a ``size`` x ``size`` uint8 RGB tensor."""
-    try:
-        with Image.open(path) as header:  # reads the header only: the size is known before decoding
-            problem = image_size_problem(header, max_pixels)
-    except Exception as error:  # PIL raises many types for damaged files; all mean "not an image we can read"
-        raise DataError(f"image {str(path)!r} cannot be decoded ({type(error).__name__}: {error})") from None
-    if problem:
-        raise DataError(f"image {str(path)!r} {problem}")
-    try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as error:
-        try:  # formats torchvision does not decode (BMP, TIFF) go through PIL
-            with Image.open(path) as pil:
-                image = v2.functional.pil_to_tensor(pil.convert("RGB"))
-        except Exception:
-            raise DataError(f"image {str(path)!r} cannot be decoded ({error}); replace or remove it") from None
-    if image.ndim == 4:  # animated GIF: the first frame
-        image = image[0]
-    if image.dtype != torch.uint8:  # 16-bit PNGs
-        image = (image.float() / 257).round().to(torch.uint8)
-    if image.shape[-2:] == (size, size):
-        return image
-    return v2.functional.resize(image, [size, size], antialias=True)
-
-
-def check_image(path: Path, max_pixels: int = MAX_PIXELS) -> str | None:
-    """Why ``path`` is not a usable image, or None: it exists, is within the pixel limit and decodes to the end."""
-    if not path.is_file():
-        return "does not exist"
-    try:
-        with Image.open(path) as image:
-            problem = image_size_problem(image, max_pixels)
-            if problem:
-                return problem
-            image.draft("RGB", (64, 64))  # JPEG: decode at up to 1/8 scale; every byte is still read
-            image.load()
-    except Exception as error:  # any decoder failure (truncated, corrupt, unsupported) means "not readable"
-        fix = "; convert it to PNG or JPEG" if path.suffix.lower() in OTHER_IMAGE_SUFFIXES else ""
-        return f"is not a readable image ({type(error).__name__}: {error}){fix}"
-    return None
 
 
 def inside(root: Path, name: str) -> bool:
@@ -97,24 +31,39 @@ def detect_format(path: Path, format: str) -> str:
     """``coco``, ``csv`` or ``jsonl``: ``format`` unless it is ``auto``, else told by the path."""
     if format != "auto":
         return format
-    if path.is_dir() or path.name == "metadata.jsonl" or path.suffix == ".jsonl":
+    suffix = plain_suffix(path)  # captions.csv.gz is a CSV
+    if path.is_dir() or path.name == "metadata.jsonl" or suffix == ".jsonl":
         return "jsonl"
-    if path.suffix.lower() in (".json", ".csv", ".tsv", ".txt"):  # Flickr8k ships its CSV as captions.txt
-        return "coco" if path.suffix.lower() == ".json" else "csv"
+    if suffix in (".json", ".csv", ".tsv", ".txt", *EXCEL_SUFFIXES):  # Flickr8k ships its CSV as captions.txt
+        return "coco" if suffix == ".json" else "csv"
     raise DataError(
         f"cannot tell the format of {str(path)!r}: use a .json (COCO), .csv or metadata.jsonl, "
         "or set data.format to coco, csv or jsonl"
     )
 
 
-def image_root(path: Path, fmt: str, given: str | None) -> Path:
-    """Where image names are relative to: ``given``, else ``images/`` next to the captions if present, else there."""
+def image_root(path: Path, fmt: str, given: str | None, names: Iterable[str] = ()) -> Path:
+    """Where image names are relative to: ``given``, else the folder of the captions file or ``images/`` in it.
+
+    With both at hand, the one that holds more of the named images (of the first 200) is used, ``images/`` on a
+    tie, and the log says which: COCO exports keep images in ``images/``, Flickr8k-style CSVs next to the file.
+    """
     if given:
         return existing_path(given, "image root", "Set data.image_root to the image folder.")
     base = path if path.is_dir() else path.parent
-    root = base / "images" if fmt != "jsonl" and (base / "images").is_dir() else base
-    if not root.is_dir():
-        raise DataError(f"image root {str(root)!r} does not exist; set data.image_root to the image folder")
+    if not base.is_dir():
+        raise DataError(f"image root {str(base)!r} does not exist; set data.image_root to the image folder")
+    folder = base / "images"
+    if fmt == "jsonl" or not folder.is_dir():
+        return base
+    sample = sorted(set(names))[:200]
+    found = {root: sum((root / n).is_file() for n in sample) for root in (folder, base)}
+    root = base if found[base] > found[folder] else folder
+    log.info(
+        "%s: image names are relative to %s (%d of %d checked found there, %d in %s); set data.image_root to choose",
+        path.name, root, found[root], len(sample), found[base if root == folder else folder],
+        base if root == folder else folder,
+    )  # fmt: skip
     return root
 
 
@@ -170,6 +119,7 @@ def read_csv(path: Path, skips: SkipLog) -> list[Entry]:
         header = [c.strip().lower() for c in next(reader, [])]
         if not {"image", "caption"} <= set(header):
             raise DataError(f"{path.name} needs the columns 'image,caption'; it has {header} ({separator!r}-separated)")
+        refuse_duplicates(path.name, header, ["image", "caption"])
         image, caption = header.index("image"), header.index("caption")
         out = []
         for row in reader:

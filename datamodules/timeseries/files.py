@@ -6,6 +6,7 @@ commas, semicolons, tabs or bars (told by the header); ``values.py`` reads their
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import re
@@ -16,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..common import DataError, read_text, sniff_separator
+from ..common import DataError, read_text, refuse_duplicates, sniff_separator
 from .values import LARGEST, parse_dates, parse_numbers
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,17 @@ class Series:
     covariates: np.ndarray  # (time, n_covariates)
 
 
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False  # read_text names the reason
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """The file as strings (CSV) or typed columns (Parquet); parsing and checks follow in ``parse_series``."""
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if path.suffix.lower() in (".parquet", ".pq") or _starts_with(path, b"PAR1"):
         try:
             return pd.read_parquet(path)
         except Exception as error:  # pyarrow raises its own types for each way a file can be damaged
@@ -59,6 +68,7 @@ def read_table(path: Path) -> pd.DataFrame:
             ) from None
         raise DataError(f"{path.name} cannot be read as a {separator!r}-separated table: {error}".strip()) from None
     frame.attrs["separator"] = separator  # a file not separated by commas may write decimal commas
+    frame.attrs["header"] = next(csv.reader(io.StringIO(text), delimiter=separator), [])  # before pandas renames twins
     return frame
 
 
@@ -73,8 +83,9 @@ def parse_series(
 ) -> list[Series]:
     """Validate ``frame`` and split it into series; every problem names the file, row and column."""
     where = path.name
-    frame = frame.rename(columns=lambda c: str(c).strip())
     needed = [date_column, target, *covariates] + ([series_column] if series_column else [])
+    refuse_duplicates(where, frame.attrs.get("header") or list(frame.columns), needed)
+    frame = frame.rename(columns=lambda c: str(c).strip())
     absent = [c for c in needed if c not in frame.columns]
     if absent:
         raise DataError(

@@ -3,7 +3,8 @@
 Dates: pandas infers the format from the first date; day-first dates (``13.02.2021``) are read day first when
 that fits every row, and numeric dates that fit neither order are refused rather than read half one way and
 half the other. Dates with time zones become UTC (said in the log); a column that mixes zoned and plain dates
-is refused. Numbers: a file separated by semicolons or tabs may use decimal commas (``1.234,5``); infinite,
+is refused. Numbers: a file separated by semicolons or tabs may use decimal commas (``1.234,5``), any file
+thousands separators (``"2,503.15"``) when its numbers show it unambiguously; infinite,
 overflowing and out-of-range values are refused, since the model computes in 32-bit floats.
 """
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 ZONED = re.compile(r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:[zZ]|UTC|GMT|[+-]\d\d(?::?\d\d)?)$")
 DAY_MONTH = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b")  # 01.02.2021, 1/2/21: day or month first?
 DECIMAL_COMMA = re.compile(r"-?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?")  # 1.234,5  1234,5  12
+THOUSANDS_COMMA = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")  # 2,503.15  2,503  12.5 (US, UK)
 # How spreadsheets and exports mark a missing value (Yahoo Finance writes "null"): read as empty cells.
 MISSING_MARKS = {"null", "NULL", "Null", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "None", "none"}
 LARGEST = 1e30  # the model computes in 32-bit floats (about 1e-38 to 3e38) on log prices and their ratios
@@ -103,7 +105,10 @@ def parse_numbers(where: str, raw: pd.Series, column: str, row: pd.Series, decim
     text = raw.astype("string").str.strip()
     present = (text.notna() & (text != "") & ~text.isin(MISSING_MARKS)).fillna(False)
     raw = raw.where(present)
-    if decimal_comma:
+    if _thousands_commas(text, present, decimal_comma):
+        log.info("%s: %s read with thousands separators (2,503.15)", where, column)
+        raw = text.str.replace(",", "", regex=False).where(present)
+    elif decimal_comma:
         commas = int((text.str.contains(",", regex=False) & present).sum())
         dots = text.str.fullmatch(r"-?\d+\.\d+") & ~text.str.fullmatch(DECIMAL_COMMA)  # 1.5, not 1.234
         if commas > int(dots.fillna(False).sum()):  # most numbers say which way the column is written
@@ -113,6 +118,8 @@ def parse_numbers(where: str, raw: pd.Series, column: str, row: pd.Series, decim
     if not_number.any():
         i = not_number.idxmax()
         hint = " (a decimal comma? write 1.5, not 1,5)" if re.fullmatch(r"-?\d+,\d+", str(text[i])) else ""
+        if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+", str(text[i])):
+            hint = " (a thousands separator or a decimal comma? write 1234 or 1.234)"
         raise DataError(f"{where} row {row[i]}: {column} {text[i]!r} is not a number{hint}")
     huge = numbers.abs() > LARGEST  # inf, -inf and overflows such as 1e999 included
     if huge.any():
@@ -122,6 +129,25 @@ def parse_numbers(where: str, raw: pd.Series, column: str, row: pd.Series, decim
             f"(at most {LARGEST:g} in size)"
         )
     return numbers.where(present)
+
+
+def _thousands_commas(text: pd.Series, present: pd.Series, decimal_comma: bool) -> bool:
+    """Whether a column writes thousands separators (``2,503.15``), as far as its numbers show it unambiguously.
+
+    Every number must fit the form, and one must prove it: a comma before a point (``2,503.15``) or two commas
+    (``1,234,567``); in a comma-separated file also a decimal point in another row (``12.5`` next to ``2,503``).
+    ``1,234`` alone could mean 1.234, and a file separated by semicolons may write ``1.234`` for 1234: not read.
+    """
+    values = text[present]
+    if values.empty or not values.str.contains(",", regex=False).any():
+        return False
+    if not values.str.fullmatch(THOUSANDS_COMMA).all():
+        return False
+    both = values.str.contains(",", regex=False) & values.str.contains(".", regex=False)
+    proof = both | (values.str.count(",") > 1)
+    if not decimal_comma:
+        proof |= values.str.contains(".", regex=False)
+    return bool(proof.any())
 
 
 def _decimal_commas(where: str, text: pd.Series, present: pd.Series, column: str, row: pd.Series) -> pd.Series:
