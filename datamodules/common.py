@@ -7,6 +7,7 @@ import codecs
 import hashlib
 import logging
 import math
+import os
 import unicodedata
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
@@ -96,6 +97,18 @@ def check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise DataError(f"data.{name} must be 0 or more, not {value!r}")
+
+
+def loader_workers(value: int | str) -> int:
+    """``num_workers`` as a number: ``auto`` is the cores of this process's device (all usable cores divided among
+    the GPUs of the node, or all of them without one) minus one for the training loop itself."""
+    if value == "auto":
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, cores // max(1, torch.cuda.device_count()) - 1)
+    check_non_negative(num_workers=value)
+    return int(value)
 
 
 def check_policy(policy: str) -> None:
