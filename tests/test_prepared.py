@@ -134,3 +134,36 @@ def test_prepared_data_of_another_task_or_settings_is_refused_by_name(project: P
     assert_refused(settings, "data.min_freq is 2 here but 1 there")
     plain = fit(project, "captioning", store, "--data.prepared", "data/sample/captioning", check=False)
     assert_refused(plain, "data/sample/captioning", "is not prepared data", "make prepare-data")
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_upright_and_batches_leave_the_loader_as_uint8(package, tmp_path):
+    import importlib
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    decode = importlib.import_module(f"{package.__name__}.datamodules.images.decode")
+    images = importlib.import_module(f"{package.__name__}.datamodules.images")
+    y, x = np.mgrid[0:300, 0:400]
+    upright = np.stack([x * 255 // 400, y * 255 // 300, (x + y) * 255 // 700], -1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter to the left, as a phone held upright saves it
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "p.jpg", exif=exif, quality=95)
+    reduced = decode.reduced_jpeg(tmp_path / "p.jpg", 64)
+    assert reduced.shape == (3, 75, 100), "decoded at 1/4 of 300x400, still at least 64 a side, upright"
+    got = decode.read_image(tmp_path / "p.jpg", 64).int()
+    full = torch.nn.functional.interpolate(torch.from_numpy(upright).permute(2, 0, 1)[None].float(), (64, 64),
+                                           mode="area")[0]  # fmt: skip
+    assert (got - full).abs().mean() < 4
+    (tmp_path / "c.csv").write_text("image,caption\n" + "".join(f"p.jpg,photo {i}\n" for i in range(1)))
+    for i in range(1, 10):
+        (tmp_path / f"p{i}.jpg").write_bytes((tmp_path / "p.jpg").read_bytes())
+    (tmp_path / "c.csv").write_text("image,caption\n" + "".join(f"p{i}.jpg,a photo {i}\n" for i in range(1, 10)))
+    dm = images.ImageCaptionDataModule(str(tmp_path / "c.csv"), image_size=64, batch_size=4, val_fraction=0.2,
+                                       test_fraction=0.2)  # fmt: skip
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype == torch.uint8
+    normalized = dm.on_after_batch_transfer(batch, 0)["image"]
+    assert normalized.dtype == torch.float32 and -2.2 < float(normalized.min()) < float(normalized.max()) < 2.7
