@@ -21,17 +21,17 @@ SHORT = ["--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def proj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A captioning + transcription project whose sample sets are prepared under data/prepared/<task>."""
-    project = bake(tmp_path_factory.mktemp("prepared"), price_forecasting=False)
+    proj = bake(tmp_path_factory.mktemp("prepared"), price_forecasting=False)
     for task in ("captioning", "transcription"):
-        done = run_make(project, "prepare-data", f"TASK={task}", timeout=600)
+        done = run_make(proj, "prepare-data", f"TASK={task}", timeout=600)
         assert f"Prepared data/prepared/{task}" in done.stdout
-    return project
+    return proj
 
 
-def fit(project: Path, task: str, store: Store, *args: str, check: bool = True, **env: str):
-    return run_cli(project, "fit", "--config", f"configs/{task}.yaml", *SHORT, *args, check=check, **store.env, **env)
+def fit(proj: Path, task: str, store: Store, *args: str, check: bool = True, **env: str):
+    return run_cli(proj, "fit", "--config", f"configs/{task}.yaml", *SHORT, *args, check=check, **store.env, **env)
 
 
 def metrics(store: Store, task: str) -> dict[str, float]:
@@ -48,10 +48,10 @@ def read_batches(folder: Path) -> dict[int, list[tuple[int, int, str]]]:
     return seen
 
 
-def test_preparing_unchanged_data_again_does_nothing(project: Path) -> None:
-    manifest = project / "data/prepared/captioning/prepared.json"
+def test_preparing_unchanged_data_again_does_nothing(proj: Path) -> None:
+    manifest = proj / "data/prepared/captioning/prepared.json"
     before = manifest.stat().st_mtime_ns
-    again = run_make(project, "prepare-data", "TASK=captioning")
+    again = run_make(proj, "prepare-data", "TASK=captioning")
     assert "Unchanged, nothing to do" in again.stdout and manifest.stat().st_mtime_ns == before
     spec = json.loads(manifest.read_text())
     assert spec["counts"]["train"] > 0 and spec["spec"]["image_size"] == 64
@@ -65,74 +65,74 @@ def test_preparing_unchanged_data_again_does_nothing(project: Path) -> None:
     ],
 )
 def test_training_from_prepared_data_matches_training_from_files(
-    project: Path, tmp_path: Path, task: str, limits: list[str], metric: str
+    proj: Path, tmp_path: Path, task: str, limits: list[str], metric: str
 ) -> None:
     """Same seed, same budget: the validation loss from prepared data is the one from the files within 10% (the
     training order differs: LitData shuffles its chunks, the files' loader its indices), and the model trained on
     files, validated on the prepared validation split, scores what it scores on the files' (within 0.1%)."""
     files, prepared = Store(tmp_path, "files"), Store(tmp_path, "prepared")
     quick = ["--trainer.max_epochs", "1", *limits]
-    fit(project, task, files, *quick)
-    fit(project, task, prepared, *quick, "--data.prepared", f"data/prepared/{task}")
+    fit(proj, task, files, *quick)
+    fit(proj, task, prepared, *quick, "--data.prepared", f"data/prepared/{task}")
     ours, theirs = metrics(files, task)[metric], metrics(prepared, task)[metric]
     assert theirs == pytest.approx(ours, rel=0.10), (ours, theirs)
 
     (run,) = files.runs(task)
     check = Store(tmp_path, "check")
     args = ["--config", f"configs/{task}.yaml", *SHORT[:4], "--ckpt_path", run.info.run_id]
-    run_cli(project, "validate", *args, **files.env)
-    run_cli(project, "validate", *args, "--data.prepared", f"data/prepared/{task}", **files.env)
+    run_cli(proj, "validate", *args, **files.env)
+    run_cli(proj, "validate", *args, "--data.prepared", f"data/prepared/{task}", **files.env)
     validated = sorted(files.runs(task), key=lambda r: r.info.start_time)[1:]
     on_files, on_prepared = (r.data.metrics[metric] for r in validated)
     assert on_prepared == pytest.approx(on_files, rel=1e-3), (on_files, on_prepared)
     del check
 
 
-def test_two_ddp_ranks_see_disjoint_shards_that_cover_the_training_split_once(project: Path, tmp_path: Path) -> None:
+def test_two_ddp_ranks_see_disjoint_shards_that_cover_the_training_split_once(proj: Path, tmp_path: Path) -> None:
     store = Store(tmp_path, "ddp")
     args = ["--config", "configs/trainer/ddp.yaml", "--trainer.devices", "2", "--trainer.max_epochs", "1"]
     args += ["--data.prepared", "data/prepared/captioning", "--data.batch_size", "50"]
     args += ["--trainer.limit_val_batches", "1", "--trainer.callbacks+=batches.RecordBatches"]
-    fit(project, "captioning", store, *args, PYTHONPATH=TESTS, BATCHES_DIR=str(tmp_path))
+    fit(proj, "captioning", store, *args, PYTHONPATH=TESTS, BATCHES_DIR=str(tmp_path))
     seen = read_batches(tmp_path)
     assert sorted(seen) == [0, 1]
     ranks = [{f for _, _, f in rows} for rows in seen.values()]
     assert all(len(rows) == len(files) for rows, files in zip(seen.values(), ranks, strict=True)), "an item twice"
     assert not ranks[0] & ranks[1], "both ranks trained on the same item"
-    manifest = json.loads((project / "data/prepared/captioning/prepared.json").read_text())
+    manifest = json.loads((proj / "data/prepared/captioning/prepared.json").read_text())
     assert len(ranks[0] | ranks[1]) == manifest["counts"]["train"], "the ranks together missed items"
 
 
-def test_a_training_killed_mid_epoch_resumes_the_epoch_where_it_stopped(project: Path, tmp_path: Path) -> None:
+def test_a_training_killed_mid_epoch_resumes_the_epoch_where_it_stopped(proj: Path, tmp_path: Path) -> None:
     store = Store(tmp_path, "resume")
     args = [sys.executable, "-m", PACKAGE, "fit", "--config", "configs/captioning.yaml", *SHORT]
     args += ["--data.prepared", "data/prepared/captioning", "--data.batch_size", "50", "--trainer.max_epochs", "1"]
     args += ["--trainer.limit_val_batches", "1", "--checkpoint.every_n_train_steps", "4"]
     args += ["--trainer.callbacks+=batches.RecordBatches"]
-    env = project_env(project, PYTHONPATH=TESTS, BATCHES_DIR=str(tmp_path), KILL_AT_STEP="6", **store.env)
-    killed = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    env = project_env(proj, PYTHONPATH=TESTS, BATCHES_DIR=str(tmp_path), KILL_AT_STEP="6", **store.env)
+    killed = subprocess.run(args, cwd=proj, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     before = [f for _, step, f in read_batches(tmp_path)[0] if step < 4]  # what last.ckpt (step 4) had trained on
     (tmp_path / "rank0.txt").unlink()
     resume = "ARGS=--trainer.callbacks+=batches.RecordBatches --trainer.enable_progress_bar false"
     resume += " --test_after_fit false --trainer.limit_val_batches 1 --data.prepared data/prepared/captioning"
     resume += " --data.batch_size 50 --trainer.max_epochs 1 --trainer.accelerator cpu"
-    run_make(project, "resume", "TASK=captioning", resume, PYTHONPATH=TESTS, BATCHES_DIR=str(tmp_path), **store.env)
+    run_make(proj, "resume", "TASK=captioning", resume, PYTHONPATH=TESTS, BATCHES_DIR=str(tmp_path), **store.env)
     after = [f for epoch, _, f in read_batches(tmp_path)[0] if epoch == 0]
     assert after, "the resumed training did not continue the epoch"
     assert not set(before) & set(after), "items trained on before the checkpoint were trained on again"
-    manifest = json.loads((project / "data/prepared/captioning/prepared.json").read_text())
+    manifest = json.loads((proj / "data/prepared/captioning/prepared.json").read_text())
     assert len(before) + len(after) == len(set(before) | set(after)) == manifest["counts"]["train"]
 
 
-def test_prepared_data_of_another_task_or_settings_is_refused_by_name(project: Path, tmp_path: Path) -> None:
+def test_prepared_data_of_another_task_or_settings_is_refused_by_name(proj: Path, tmp_path: Path) -> None:
     store = Store(tmp_path, "refused")
-    other = fit(project, "captioning", store, "--data.prepared", "data/prepared/transcription", check=False)
+    other = fit(proj, "captioning", store, "--data.prepared", "data/prepared/transcription", check=False)
     assert_refused(other, "data/prepared/transcription", "SpeechDataModule", "ImageCaptionDataModule")
-    settings = fit(project, "captioning", store, "--data.prepared", "data/prepared/captioning", "--data.min_freq",
+    settings = fit(proj, "captioning", store, "--data.prepared", "data/prepared/captioning", "--data.min_freq",
                    "2", check=False)  # fmt: skip
     assert_refused(settings, "data.min_freq is 2 here but 1 there")
-    plain = fit(project, "captioning", store, "--data.prepared", "data/sample/captioning", check=False)
+    plain = fit(proj, "captioning", store, "--data.prepared", "data/sample/captioning", check=False)
     assert_refused(plain, "data/sample/captioning", "is not prepared data", "make prepare-data")
 
 
