@@ -28,14 +28,14 @@ WORKERS = (0, 1, 2)
 
 
 def write_photos(folder: Path, count: int) -> Path:
-    """Smooth colour fields with noise (JPEGs of a photo's size and entropy), one caption each."""
+    """Smooth colour fields with a little sensor-like noise (JPEGs of a photo's size), one caption each."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     rows = ["image,caption"]
     y, x = np.mgrid[0:1200, 0:1600]
     for i in range(count):
         base = np.stack([np.sin(x / (90 + 13 * c + i) + c) * np.cos(y / (70 + 7 * c)) for c in range(3)], -1)
-        pixels = ((base + 1) * 110 + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8)
+        pixels = ((base + 1) * 110 + rng.normal(0, 3, base.shape)).clip(0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"p{i}.jpg", quality=90)
         rows.append(f"p{i}.jpg,a {('red', 'green', 'blue')[i % 3]} field number {i % 5}")
     (folder / "captions.csv").write_text("\n".join(rows) + "\n")
