@@ -77,6 +77,23 @@ class SpecDataModule(LightningDataModule):
             self.read_predict() if part == "predict" else self.read_splits()
             self._done.add(part)
 
+    # The position of a streamed training loader (data.prepared) in the checkpoint. Lightning saves a stateful
+    # loader's state but does not give it back on resume (litData issue 775), so the DataModule carries it.
+    def state_dict(self) -> dict[str, Any]:
+        loader = getattr(self, "_train_loader", None)
+        return {"train_loader": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loader_state = state.get("train_loader")
+
+    def resumable(self, loader: Any) -> Any:
+        """``loader`` (the training one), set to where the checkpoint being resumed stopped, and kept for the next."""
+        state, self._loader_state = getattr(self, "_loader_state", None), None
+        if state:
+            loader.load_state_dict(state)
+        self._train_loader = loader
+        return loader
+
     def read_splits(self) -> None:
         raise NotImplementedError
 

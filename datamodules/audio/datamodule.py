@@ -284,7 +284,8 @@ class SpeechDataModule(SpecDataModule):
         item = SpeechRecord(features, train and hp.spec_augment)
         collate = Collate(list(self.spec.vocab))
         workers = loader_workers(hp.num_workers)
-        return streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        loader = streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        return self.resumable(loader) if train else loader
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self._prepared is not None and split != "predict":

@@ -264,7 +264,8 @@ class ImageCaptionDataModule(SpecDataModule):
         hp = self.hparams
         item = CaptionRecord(list(self.spec.vocab), self._transform(train), hp.max_caption_length, train)
         workers = loader_workers(hp.num_workers)
-        return streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        loader = streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        return self.resumable(loader) if train else loader
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self._prepared is not None:
