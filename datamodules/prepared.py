@@ -137,7 +137,7 @@ def open_prepared(data: SpecDataModule, location: str) -> dict[str, Any]:
             "with these settings, or use the ones it was prepared with"
         )
     if data.spec is not None:
-        saved, wanted = manifest["spec"], asdict(data.spec)
+        saved, wanted = manifest["spec"], json.loads(json.dumps(asdict(data.spec)))  # tuples as JSON has them
         names = [k for k in wanted if saved.get(k) != wanted[k]]
         if names:
             raise DataError(
