@@ -101,6 +101,7 @@ def epoch_times(package: str, images, model_args: dict, data_args: dict, path: P
     for _ in range(3):
         start = time.perf_counter()
         for batch in loader:
+            batch = dm.on_after_batch_transfer(batch, 0)  # uint8 images normalized, as Lightning has it done
             tokens = batch["tokens"]
             logits = model.decoder(model.encode(batch["image"]), tokens[:, :-1])
             loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], ignore_index=0)

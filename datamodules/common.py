@@ -78,6 +78,23 @@ class SpecDataModule(LightningDataModule):
             self.read_predict() if part == "predict" else self.read_splits()
             self._done.add(part)
 
+    # The position of a streamed training loader (data.prepared) in the checkpoint. Lightning saves a stateful
+    # loader's state but does not give it back on resume (litData issue 775), so the DataModule carries it.
+    def state_dict(self) -> dict[str, Any]:
+        loader = getattr(self, "_train_loader", None)
+        return {"train_loader": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loader_state = state.get("train_loader")
+
+    def resumable(self, loader: Any) -> Any:
+        """``loader`` (the training one), set to where the checkpoint being resumed stopped, and kept for the next."""
+        state, self._loader_state = getattr(self, "_loader_state", None), None
+        if state:
+            loader.load_state_dict(state)
+        self._train_loader = loader
+        return loader
+
     def read_splits(self) -> None:
         raise NotImplementedError
 
@@ -105,6 +122,18 @@ def check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise DataError(f"data.{name} must be 0 or more, not {value!r}")
+
+
+def loader_workers(value: int | str) -> int:
+    """``num_workers`` as a number: ``auto`` is the cores of this process's device (all usable cores divided among
+    the GPUs of the node, or all of them without one) minus one for the training loop itself."""
+    if value == "auto":
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, cores // max(1, torch.cuda.device_count()) - 1)
+    check_workers(value)
+    return int(value)
 
 
 def check_policy(policy: str) -> None:

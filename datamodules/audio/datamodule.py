@@ -6,7 +6,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import soundfile as sf
 from torch.utils.data import DataLoader
@@ -20,13 +20,14 @@ from ..common import (
     check_non_negative,
     check_policy,
     check_positive,
-    check_workers,
     data_file_in,
     existing_path,
     list_inputs,
+    loader_workers,
     split_by_group,
 )
-from .dataset import Collate, LengthGroupedSampler, SpeechDataset
+from ..prepared import open_prepared, pin_memory, streaming_loader
+from .dataset import Collate, LengthGroupedSampler, PreparedAudio, SpeechDataset, SpeechRecord
 from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
 from .files import MANIFESTS, READERS, SAMPLE_HINT, SPEAKER_FIELDS, Utterance, detect_format
@@ -71,6 +72,9 @@ class SpeechDataModule(SpecDataModule):
             a worker.
         cache_audio_gb: keep decoded, resampled audio in memory after the first epoch when a split fits in this.
         predict_path: an audio file or a folder of them to transcribe.
+        prepared: a folder or object-store URI (``s3://...``) written by ``make prepare-data``: train, validate
+            and test on its decoded, resampled audio, streamed, instead of reading ``path``.
+        num_workers: loader processes; ``auto``: the cores per device minus one.
         on_bad_input: ``error`` stops at the first bad entry; ``skip`` drops it, and the log and the run's
             ``skipped_inputs.txt`` list every one.
     """
@@ -80,7 +84,7 @@ class SpeechDataModule(SpecDataModule):
         path: str = "data/sample/transcription",
         format: Literal["auto", "librispeech", "jsonl", "csv"] = "auto",
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int | Literal["auto"] = 0,
         sample_rate: int = 16000,
         n_mels: int = 80,
         features_on: Literal["datamodule", "model"] = "datamodule",
@@ -95,6 +99,7 @@ class SpeechDataModule(SpecDataModule):
         predict_path: str | None = None,
         on_bad_input: BadInputPolicy = "error",
         seed: int = 0,
+        prepared: str | None = None,
     ) -> None:
         super().__init__()
         check_positive(
@@ -104,7 +109,7 @@ class SpeechDataModule(SpecDataModule):
             max_duration=max_duration,
             time_reduction=time_reduction,
         )
-        check_workers(num_workers)
+        loader_workers(num_workers)  # "auto", or a number of processes the machine can hold
         check_non_negative(cache_audio_gb=cache_audio_gb)
         check_fractions(val_fraction, test_fraction)
         check_policy(on_bad_input)
@@ -112,6 +117,7 @@ class SpeechDataModule(SpecDataModule):
         self.spec: SpeechSpec | None = None
         self.features = FeaturePipeline(sample_rate, n_mels)
         self.splits: dict[str, list[Utterance]] = {}
+        self._prepared: dict[str, Any] | None = None  # the manifest of data.prepared
 
     def use_spec(self, spec: SpeechSpec) -> None:
         """Follow a trained model (test, predict): its characters, sample rate and feature settings; audio is
@@ -134,6 +140,10 @@ class SpeechDataModule(SpecDataModule):
     def read_splits(self) -> None:
         """Read and check the utterances, split them by speaker, make the character set."""
         hp = self.hparams
+        if hp.prepared:  # decoded and split by `make prepare-data`; its spec, unless a trained model's is in use
+            self._prepared = open_prepared(self, hp.prepared)
+            self.spec = self.spec or SpeechSpec(**self._prepared["spec"])
+            return
         path = existing_path(hp.path, "data.path", SAMPLE_HINT)
         if path.is_dir() and hp.format == "auto" and next(path.rglob("*.trans.txt"), None) is None:
             path = data_file_in(path, MANIFESTS, "a LibriSpeech-style folder (*.trans.txt)")  # manifest.jsonl
@@ -271,7 +281,36 @@ class SpeechDataModule(SpecDataModule):
             raise DataError(f"no usable {what} left (all were too long for data.max_duration or bad)")
         return kept
 
+    # ---- prepared data (datamodules/prepared.py) ---------------------------------------------------------------------
+    def prepared_inputs(self) -> dict[str, list[Utterance]]:
+        return {name: self.splits[name] for name in ("train", "val", "test")}
+
+    def prepared_file(self, item: Utterance) -> str:
+        return str(item.file)
+
+    def prepared_writer(self) -> PreparedAudio:
+        return PreparedAudio(self.sample_rate)
+
+    def prepared_settings(self) -> dict[str, Any]:
+        """What shapes the prepared audio and the spec: a training with other values needs another preparation."""
+        hp = self.hparams
+        names = ("max_duration", "val_fraction", "test_fraction", "split_by", "time_reduction", "seed")
+        return {"sample_rate": self.sample_rate, **{name: hp[name] for name in names}}
+
+    def _streamed(self, split: str, train: bool) -> Any:
+        hp = self.hparams
+        if not self._prepared["counts"].get(split):
+            raise DataError(f"data.prepared {hp.prepared!r} has no {split} split")
+        features = self.features if hp.features_on == "datamodule" else None
+        item = SpeechRecord(features, train and hp.spec_augment)
+        collate = Collate(list(self.spec.vocab))
+        workers = loader_workers(hp.num_workers)
+        loader = streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        return self.resumable(loader) if train else loader
+
     def _loader(self, split: str, train: bool) -> DataLoader:
+        if self._prepared is not None and split != "predict":
+            return self._streamed(split, train)
         items = self.splits.get(split)
         if items is None:
             raise DataError(f"setup() has not prepared the {split} split")
@@ -284,9 +323,10 @@ class SpeechDataModule(SpecDataModule):
         dataset = SpeechDataset(items, self.sample_rate, features, train and hp.spec_augment, cache)
         sampler = LengthGroupedSampler([i.duration for i in items], hp.batch_size, train, hp.seed)
         vocab = list(self.spec.vocab) if split != "predict" else None
+        workers = loader_workers(hp.num_workers)
         return DataLoader(
-            dataset, batch_size=hp.batch_size, sampler=sampler, num_workers=hp.num_workers,
-            collate_fn=Collate(vocab), persistent_workers=hp.num_workers > 0,
+            dataset, batch_size=hp.batch_size, sampler=sampler, num_workers=workers,
+            collate_fn=Collate(vocab), persistent_workers=workers > 0, pin_memory=pin_memory(),
         )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:

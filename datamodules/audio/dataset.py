@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -46,12 +47,44 @@ class SpeechDataset(Dataset):
                 raise DataError(f"{item.source}: cannot read audio {item.file} ({error})") from None
             if self.cache is not None:
                 self.cache[index] = audio
-        out: dict[str, Any] = {"audio": audio, "text": item.text, "file": str(item.file)}
+        return self.item(audio, item.text, str(item.file))
+
+    def item(self, audio: torch.Tensor, text: str, file: str) -> dict[str, Any]:
+        """One decoded, resampled utterance as the model's input: its audio, or its features."""
+        out: dict[str, Any] = {"audio": audio, "text": text, "file": file}
         if self.features is not None:
             with torch.no_grad():
                 feats, _ = self.features(audio[None], torch.tensor([audio.numel()]), augment=self.augment)
             out["features"] = feats[0]
         return out
+
+
+class PreparedAudio:
+    """``make prepare-data``: an utterance -> its record, the audio decoded once (mono, at the task's rate)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    def __call__(self, item: Utterance) -> dict[str, Any]:
+        audio = load_audio(item.file, self.sample_rate)
+        # text as JSON: LitData stores a string that names an existing file as that file's bytes
+        return {"audio": audio.contiguous(), "meta": json.dumps({"file": str(item.file), "text": item.text})}
+
+
+class SpeechRecord:
+    """A prepared record -> the item ``SpeechDataset`` makes from the files (picklable for loader workers)."""
+
+    def __init__(self, features: FeaturePipeline | None, augment: bool) -> None:
+        self.dataset = SpeechDataset([], 0, features, augment, cache=False)
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in SpeechDataset: per-utterance ops are tiny
+        try:
+            meta = json.loads(record["meta"])
+            return self.dataset.item(record["audio"], meta["text"], meta["file"])
+        finally:
+            torch.set_num_threads(threads)
 
 
 class Collate:

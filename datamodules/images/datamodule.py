@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -21,13 +21,14 @@ from ..common import (
     check_fractions,
     check_policy,
     check_positive,
-    check_workers,
     data_file_in,
     existing_path,
     list_inputs,
+    loader_workers,
     split_by_group,
 )
-from .dataset import CaptionDataset, collate
+from ..prepared import open_prepared, pin_memory, streaming_loader
+from .dataset import CaptionDataset, CaptionRecord, PreparedImage, collate
 from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
 from .files import CAPTION_FILES, READERS, detect_format, image_root, inside
 from .text import build_vocab, most_common, words
@@ -74,6 +75,9 @@ class ImageCaptionDataModule(SpecDataModule):
             loader worker; ``false`` for very large sets, where a damaged image then stops training by name.
         allow_outside_root: follow image names that leave ``image_root`` (``../x.png``, absolute paths).
         predict_path: an image file or a folder of images to caption.
+        prepared: a folder or object-store URI (``s3://...``) written by ``make prepare-data``: train, validate
+            and test on its decoded, resized images, streamed, instead of reading ``path``.
+        num_workers: loader processes; ``auto``: the cores per device minus one.
         on_bad_input: ``error`` stops at the first bad entry; ``skip`` drops it, and the log and the run's
             ``skipped_inputs.txt`` list every one.
     """
@@ -85,7 +89,7 @@ class ImageCaptionDataModule(SpecDataModule):
         format: Literal["auto", "coco", "csv", "jsonl"] = "auto",
         image_size: int = 64,
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | Literal["auto"] = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         min_freq: int = 1,
@@ -98,6 +102,7 @@ class ImageCaptionDataModule(SpecDataModule):
         allow_outside_root: bool = False,
         on_bad_input: BadInputPolicy = "error",
         seed: int = 0,
+        prepared: str | None = None,
     ) -> None:
         super().__init__()
         check_positive(
@@ -107,7 +112,7 @@ class ImageCaptionDataModule(SpecDataModule):
             max_image_pixels=max_image_pixels,
             max_caption_length=max_caption_length,
         )
-        check_workers(num_workers)
+        loader_workers(num_workers)  # "auto", or a number of processes the machine can hold
         check_fractions(val_fraction, test_fraction)
         check_policy(on_bad_input)
         self.save_hyperparameters()
@@ -115,6 +120,7 @@ class ImageCaptionDataModule(SpecDataModule):
         self.splits: dict[str, list[tuple[Path, list[str]]]] = {}
         self.predict_files: list[Path] = []
         self._cache: dict[Path, torch.Tensor] | None = None
+        self._prepared: dict[str, Any] | None = None  # the manifest of data.prepared
 
     def use_spec(self, spec: CaptionSpec) -> None:
         """Follow a trained model (test, predict): encode captions with its words, resize images as it saw them."""
@@ -129,12 +135,20 @@ class ImageCaptionDataModule(SpecDataModule):
     def image_size(self) -> int:
         return self.spec.image_size if self.spec is not None else self.hparams.image_size
 
-    def _transform(self, train: bool) -> v2.Compose:
-        steps = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    def _transform(self, train: bool) -> v2.Transform:
+        """What the loader does to a uint8 image: only the augmentation. Images leave the workers as uint8 (a
+        quarter of the bytes of float32 to copy to the GPU); ``on_after_batch_transfer`` normalizes them there."""
         if train and self.hparams.augment:  # shifts by up to 1/16 of the side; cheap (a crop), unlike an affine warp
             size = self.image_size
-            steps.insert(0, v2.RandomCrop(size, padding=max(1, size // 16), padding_mode="edge"))
-        return v2.Compose(steps)
+            return v2.RandomCrop(size, padding=max(1, size // 16), padding_mode="edge")
+        return v2.Identity()
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """uint8 images -> normalized float on the device the batch was moved to (Lightning calls it there)."""
+        image = batch.get("image")
+        if image is not None and image.dtype == torch.uint8:
+            batch["image"] = normalize(image)
+        return batch
 
     def _read(self) -> list[tuple[Path, list[str]]]:
         """Every captioned image, checked: (image file, its captions), sorted by file name."""
@@ -184,6 +198,10 @@ class ImageCaptionDataModule(SpecDataModule):
     def read_splits(self) -> None:
         """Parse and validate the captioned images, split them by image, build the vocabulary."""
         hp = self.hparams
+        if hp.prepared:  # decoded and split by `make prepare-data`; its spec, unless a trained model's is in use
+            self._prepared = open_prepared(self, hp.prepared)
+            self.spec = self.spec or CaptionSpec(**self._prepared["spec"])
+            return
         items = self._read()
         fractions = [1 - hp.val_fraction - hp.test_fraction, hp.val_fraction, hp.test_fraction]
         parts = split_by_group([str(p) for p, _ in items], fractions, seed=hp.seed)
@@ -226,7 +244,35 @@ class ImageCaptionDataModule(SpecDataModule):
         skips.report(len(files))
         self.predict_files = kept
 
+    # ---- prepared data (datamodules/prepared.py) ---------------------------------------------------------------------
+    def prepared_inputs(self) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+        return {name: [(str(p), tuple(c)) for p, c in items] for name, items in self.splits.items()}
+
+    def prepared_file(self, item: tuple[str, tuple[str, ...]]) -> str:
+        return item[0]
+
+    def prepared_writer(self) -> PreparedImage:
+        return PreparedImage(self.image_size, self.hparams.max_image_pixels)
+
+    def prepared_settings(self) -> dict[str, Any]:
+        """What shapes the prepared images and the spec: a training with other values needs another preparation."""
+        hp = self.hparams
+        names = ("min_freq", "val_fraction", "test_fraction", "seed")
+        return {"image_size": self.image_size, **{name: hp[name] for name in names}}
+
+    def _streamed(self, split: str, train: bool) -> Any:
+        count = self._prepared["counts"].get(split, 0)
+        if not count:
+            raise DataError(f"data.prepared {self.hparams.prepared!r} has no {split} split")
+        hp = self.hparams
+        item = CaptionRecord(list(self.spec.vocab), self._transform(train), hp.max_caption_length, train)
+        workers = loader_workers(hp.num_workers)
+        loader = streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        return self.resumable(loader) if train else loader
+
     def _loader(self, split: str, train: bool) -> DataLoader:
+        if self._prepared is not None:
+            return self._streamed(split, train)
         if not self.splits[split]:
             raise DataError(f"{self.hparams.path}: the {split} split is empty; set data.{split}_fraction > 0")
         dataset = CaptionDataset(
@@ -242,7 +288,7 @@ class ImageCaptionDataModule(SpecDataModule):
         return self._wrap(dataset, shuffle=train)
 
     def _wrap(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
+        workers = loader_workers(self.hparams.num_workers)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -250,6 +296,7 @@ class ImageCaptionDataModule(SpecDataModule):
             num_workers=workers,
             collate_fn=collate,
             persistent_workers=workers > 0,
+            pin_memory=pin_memory(),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -267,3 +314,10 @@ class ImageCaptionDataModule(SpecDataModule):
             items, [], self.image_size, self._transform(False), 0, False, max_pixels=self.hparams.max_image_pixels
         )
         return self._wrap(dataset, shuffle=False)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB images (B, 3, H, W) as the encoders expect them: floats in [0, 1], ImageNet-normalized."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=images.device)[:, None, None]
+    return (images.float().div_(255) - mean) / std

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,45 @@ class CaptionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         path, captions = self.items[i]
+        return self.item(self._image(path), captions, str(path))
+
+    def item(self, image: torch.Tensor, captions: list[str], file: str) -> dict[str, Any]:
+        """One image (uint8, resized) and its captions as the model's input."""
         if not captions:
-            return {"image": self.transform(self._image(path)), "file": str(path)}
+            return {"image": self.transform(image), "file": file}
         # a different reference each epoch in training; the first one for a stable validation loss
         pick = int(torch.randint(len(captions), ())) if self.random_caption else 0
         ids = [self.index.get(w, UNK) for w in words(captions[pick])][: self.max_tokens - 2]
         return {
-            "image": self.transform(self._image(path)),
+            "image": self.transform(image),
             "tokens": torch.tensor([BOS, *ids, EOS]),
             "captions": [" ".join(words(c)) for c in captions],
-            "file": str(path),
+            "file": file,
         }
+
+
+class PreparedImage:
+    """``make prepare-data``: a captioned image -> its record, the image decoded once (upright, resized, uint8)."""
+
+    def __init__(self, size: int, max_pixels: int) -> None:
+        self.size, self.max_pixels = size, max_pixels
+
+    def __call__(self, item: tuple[str, tuple[str, ...]]) -> dict[str, Any]:
+        path, captions = item
+        image = read_image(Path(path), self.size, self.max_pixels)
+        # text as JSON: LitData stores a string that names an existing image file as that file's pixels
+        return {"image": image.contiguous(), "meta": json.dumps({"file": path, "captions": list(captions)})}
+
+
+class CaptionRecord:
+    """A prepared record -> the item ``CaptionDataset`` makes from the files (picklable for loader workers)."""
+
+    def __init__(self, vocab: list[str], transform: Any, max_tokens: int, random_caption: bool) -> None:
+        self.dataset = CaptionDataset([], vocab, 0, transform, max_tokens, random_caption)
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        meta = json.loads(record["meta"])
+        return self.dataset.item(record["image"], meta["captions"], meta["file"])
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

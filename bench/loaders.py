@@ -1,0 +1,155 @@
+"""Loader throughput: python bench/loaders.py [--images N] [--clips N] [--size PX]
+
+On a corpus it writes (photo-size 1600x1200 JPEGs with captions, 10 s 44.1 kHz WAVs with transcripts), prints one
+line per figure, each a ratio against the raw chain measured in the same run: items/s of the raw chain (decode +
+resize, or read + resample + log-mel, in one process), of our training loader from the files and from prepared data
+(``make prepare-data``) at 0, 1 and 2 workers, and of the preparation itself. The default run is short (a minute or
+two on 2 cores); OMP_NUM_THREADS=1 as on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import PACKAGE, bake  # noqa: E402
+
+WORKERS = (0, 1, 2)
+
+
+def write_photos(folder: Path, count: int) -> Path:
+    """Smooth colour fields with a little sensor-like noise (JPEGs of a photo's size), one caption each."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = ["image,caption"]
+    y, x = np.mgrid[0:1200, 0:1600]
+    for i in range(count):
+        base = np.stack([np.sin(x / (90 + 13 * c + i) + c) * np.cos(y / (70 + 7 * c)) for c in range(3)], -1)
+        pixels = ((base + 1) * 110 + rng.normal(0, 3, base.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{i}.jpg", quality=90)
+        rows.append(f"p{i}.jpg,a {('red', 'green', 'blue')[i % 3]} field number {i % 5}")
+    (folder / "captions.csv").write_text("\n".join(rows) + "\n")
+    return folder / "captions.csv"
+
+
+def write_clips(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = ["path,transcript,speaker"]
+    t = np.arange(441_000) / 44_100
+    for i in range(count):
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 40 * (i % 7)) * t) + rng.normal(0, 0.02, t.size)
+        sf.write(folder / f"c{i}.wav", wave.astype(np.float32), 44_100, subtype="PCM_16")
+        rows.append(f"c{i}.wav,tone number {i % 5},s{i % 6}")
+    (folder / "clips.csv").write_text("\n".join(rows) + "\n")
+    return folder / "clips.csv"
+
+
+def rate(loader, passes: int = 2) -> float:
+    """Items/s of the best of ``passes`` passes over ``loader`` after a first one that starts its (persistent)
+    workers: a long training's steady state, not a worker's import of torch."""
+    best = 0.0
+    for i in range(passes + 1):
+        start = time.perf_counter()
+        seen = sum(len(batch["file"]) for batch in loader)
+        if i:
+            best = max(best, seen / (time.perf_counter() - start))
+    return best
+
+
+def raw_images(files: list[Path], size: int) -> float:
+    from torchvision.io import decode_image
+    from torchvision.transforms import v2
+
+    start = time.perf_counter()
+    for f in files:
+        v2.functional.resize(decode_image(str(f)), [size, size], antialias=True)
+    return len(files) / (time.perf_counter() - start)
+
+
+def raw_audio(files: list[Path], features) -> float:
+    import torchaudio
+
+    resample = torchaudio.transforms.Resample(44_100, 16_000)
+    start = time.perf_counter()
+    for f in files:
+        data, _ = sf.read(str(f), dtype="float32")
+        audio = resample(torch.from_numpy(data))
+        features(audio[None], torch.tensor([audio.numel()]))
+    return len(files) / (time.perf_counter() - start)
+
+
+def report(name: str, raw: float, make, prepared_dir: Path, prepare) -> None:
+    print(f"{name}: raw chain {raw:.1f} items/s (1.00x)")
+    data = make(None, 0)
+    data.setup("fit")
+    start = time.perf_counter()
+    prepare(data, prepared_dir, 2)
+    items = sum(json_counts(prepared_dir).values())
+    print(f"{name}: preparation (2 workers, their start-up included) {items / (time.perf_counter() - start):.1f} items/s "
+          f"({items / (time.perf_counter() - start) / raw:.2f}x raw)")  # fmt: skip
+    for source in ("files", "prepared"):
+        rates = {}
+        for workers in WORKERS:
+            data = make(str(prepared_dir) if source == "prepared" else None, workers)
+            data.setup("fit")
+            rates[workers] = rate(data.train_dataloader())
+            print(f"{name}: ours from {source}, {workers} workers: {rates[workers]:.1f} items/s "
+                  f"({rates[workers] / raw:.2f}x raw)")  # fmt: skip
+        print(f"{name}: from {source}, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+
+
+def json_counts(folder: Path) -> dict[str, int]:
+    import json
+
+    return json.loads((folder / "prepared.json").read_text())["counts"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        project = bake(root, price_forecasting=False)
+        sys.path.insert(0, str(project / "src"))
+        images = importlib.import_module(f"{PACKAGE}.datamodules.images")
+        audio = importlib.import_module(f"{PACKAGE}.datamodules.audio")
+        prepare = importlib.import_module(f"{PACKAGE}.datamodules.prepared").prepare
+        captions = write_photos(root / "photos", args.images)
+        clips = write_clips(root / "clips", args.clips)
+
+        def photos(prepared, workers):
+            return images.ImageCaptionDataModule(
+                str(captions), image_size=args.size, batch_size=8, num_workers=workers, cache_images=False,
+                val_fraction=0.2, test_fraction=0.0, prepared=prepared,
+            )  # fmt: skip
+
+        def speech(prepared, workers):
+            return audio.SpeechDataModule(
+                str(clips), batch_size=4, num_workers=workers, val_fraction=0.2, test_fraction=0.0,
+                split_by="utterance", cache_audio_gb=0, prepared=prepared,
+            )  # fmt: skip
+
+        files = sorted((root / "photos").glob("*.jpg"))
+        report(f"photos 1600x1200 -> {args.size}", raw_images(files, args.size), photos, root / "prep-photos", prepare)
+        features = audio.features.FeaturePipeline(16_000, 80)
+        wavs = sorted((root / "clips").glob("*.wav"))
+        report("speech 10 s 44.1 kHz -> 80 log-mel", raw_audio(wavs, features), speech, root / "prep-speech", prepare)
+
+
+if __name__ == "__main__":
+    main()
