@@ -96,8 +96,8 @@ def report(name: str, raw: float, make, prepared_dir: Path, prepare) -> None:
     start = time.perf_counter()
     prepare(data, prepared_dir, 2)
     items = sum(json_counts(prepared_dir).values())
-    print(f"{name}: preparation (2 workers, their start-up included) {items / (time.perf_counter() - start):.1f} items/s "
-          f"({items / (time.perf_counter() - start) / raw:.2f}x raw)")  # fmt: skip
+    rate = items / (time.perf_counter() - start)
+    print(f"{name}: preparation (2 workers, their start-up included) {rate:.1f} items/s ({rate / raw:.2f}x raw)")
     for source in ("files", "prepared"):
         rates = {}
         for workers in WORKERS:

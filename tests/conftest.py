@@ -38,7 +38,8 @@ def load_registry() -> dict:
 
 
 def project_env(project: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # quiet.py sets MLFLOW_LOGGING_LEVEL in a process that ran the CLI in-process: not for the projects' commands
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_LOGGING_LEVEL")}
     paths = [str(project / "src"), *([extra.pop("PYTHONPATH")] if "PYTHONPATH" in extra else [])]
     env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", **extra)
     return env

@@ -171,7 +171,10 @@ def test_command_line_values_never_reach_a_shell(sproject: Path, tmp_path: Path)
             "postgresql+psycopg://***@db/mlflow?sslmode=require&password=***",
         ),
         ("http://me:p@ss/w0rd@127.0.0.1:5000/", "http://***@127.0.0.1:5000/"),  # "@" and "/" typed as they are
-        ("error at http://me:a@b@host:5000/api/2.0/x (http://other/y)", "error at http://***@host:5000/api/2.0/x (http://other/y)"),
+        (
+            "error at http://me:a@b@host:5000/api/2.0/x (http://other/y)",
+            "error at http://***@host:5000/api/2.0/x (http://other/y)",
+        ),
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
         ("sqlite:////home/me/project/mlflow.db", "sqlite:////home/me/project/mlflow.db"),
     ],

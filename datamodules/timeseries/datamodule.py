@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..common import DataError, SpecDataModule, check_fractions, check_positive, check_workers, existing_path
+from ..common import DataError, SpecDataModule, check_fractions, check_positive, existing_path, loader_workers
 from .calendar import future_stamps, labels
 from .files import Series, parse_series, read_table
 from .windows import WindowDataset, _batched
@@ -72,12 +72,12 @@ class PriceDataModule(SpecDataModule):
         test_fraction: float = 0.15,
         missing: Literal["error", "ffill"] = "error",
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | Literal["auto"] = 0,
         predict_path: str | None = None,
     ) -> None:
         super().__init__()
         check_positive(lookback=lookback, horizon=horizon, batch_size=batch_size)
-        check_workers(num_workers)
+        loader_workers(num_workers)  # "auto" (the GPU presets), or a number of processes the machine can hold
         check_fractions(val_fraction, test_fraction)
         self.save_hyperparameters()
         self.spec: PriceSpec | None = None
@@ -173,8 +173,8 @@ class PriceDataModule(SpecDataModule):
             self.datasets[split],
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=loader_workers(self.hparams.num_workers),
+            persistent_workers=loader_workers(self.hparams.num_workers) > 0,
             collate_fn=_batched,
         )
 
