@@ -64,7 +64,6 @@ class PriceForecaster(TaskModule):
     """
 
     spec_type = PriceSpec
-    prediction_keys = ("price",)
 
     def __init__(
         self,
@@ -179,10 +178,10 @@ class PriceForecaster(TaskModule):
             self._history[series] = (batch["past_dates"][i], batch["past_price"][i].tolist())
             for step, date in enumerate(dates):
                 row = {"series": series, "date": date, "step": step + 1}
-                row["price"] = round(float(prices[i, step, self.quantiles.index(0.5)]), 6)
+                row[self._column(0.5)] = round(float(prices[i, step, self.quantiles.index(0.5)]), 6)
                 for j, q in enumerate(self.quantiles):
                     if q != 0.5:
-                        row[f"price_q{round(q * 100):02d}"] = round(float(prices[i, step, j]), 6)
+                        row[self._column(q)] = round(float(prices[i, step, j]), 6)
                 rows.append(row)
         return rows
 
@@ -195,7 +194,7 @@ class PriceForecaster(TaskModule):
         for series, group in frame.groupby("series", sort=False):
             past_dates, past_prices = self._history[series]
             panels.append((series, pd.to_datetime(past_dates), past_prices, pd.to_datetime(group["date"]), group))
-        _plot(panels, self.quantiles).savefig(output_dir / f"{name}.png", dpi=100, bbox_inches="tight")
+        _plot(panels, *self._plot_columns()).savefig(output_dir / f"{name}.png", dpi=100, bbox_inches="tight")
 
     def example_predictions(self, batch: dict[str, Tensor], prices: Tensor) -> Examples:
         """Windows of a batch: their history, forecast, interval and what really happened."""
@@ -212,15 +211,27 @@ class PriceForecaster(TaskModule):
                 | {k: round(float(v[s]), 4) for k, v in frame.items()}
                 for s in range(len(actual))
             ]
-        return Examples(rows, figure=_plot(panels, self.quantiles))
+        return Examples(rows, figure=_plot(panels, *self._plot_columns()))
 
-    @staticmethod
-    def _column(q: float) -> str:
-        return "price" if q == 0.5 else f"price_q{round(q * 100):02d}"
+    def _plot_columns(self) -> tuple[str, str, str]:
+        """The forecast's column, and those of the widest interval (the median's own when there is none)."""
+        return self._column(0.5), self._column(self.quantiles[0]), self._column(self.quantiles[-1])
+
+    @property
+    def prediction_keys(self) -> tuple[str, ...]:  # `make predict` warns when this column is constant
+        return (self._column(0.5),)
+
+    def _column(self, q: float) -> str:
+        """The forecast's columns are named after the user's target (``Close``, ``Close_q10``, ...)."""
+        target = self.spec.target if self.spec is not None else "price"
+        if target in ("series", "date", "step", "window", "actual"):  # the rows' own keys
+            target = "forecast"
+        return target if q == 0.5 else f"{target}_q{round(q * 100):02d}"
 
 
-def _plot(panels: list[tuple], quantiles: list[float]):
-    """Past prices, forecast and interval per panel; ``actual`` (6th item) is drawn when known."""
+def _plot(panels: list[tuple], median: str, low: str, high: str):
+    """Past prices, forecast (column ``median``) and interval (``low`` to ``high``) per panel; ``actual`` (6th
+    item) is drawn when known."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,9 +240,8 @@ def _plot(panels: list[tuple], quantiles: list[float]):
     figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)), squeeze=False)
     for ax, (title, past_x, past_y, future_x, forecast, *actual) in zip(axes[:, 0], panels, strict=True):
         ax.plot(list(past_x), list(past_y), color="black", lw=1, label="history")
-        ax.plot(list(future_x), list(forecast["price"]), color="tab:blue", lw=1.5, label="forecast")
-        low, high = f"price_q{round(quantiles[0] * 100):02d}", f"price_q{round(quantiles[-1] * 100):02d}"
-        if low in forecast and high in forecast:
+        ax.plot(list(future_x), list(forecast[median]), color="tab:blue", lw=1.5, label="forecast")
+        if low != high:
             ax.fill_between(list(future_x), list(forecast[low]), list(forecast[high]), alpha=0.25, label="interval")
         if actual:
             ax.plot(list(future_x), list(actual[0]), color="tab:orange", lw=1, label="actual")

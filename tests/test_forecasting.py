@@ -591,6 +591,7 @@ def test_predict_and_resume_read_the_data_as_the_training_did(tmp_path):
     forecast = pd.read_csv(project / "predictions" / "forecasting.csv")
     assert len(forecast) == 5 and forecast["date"].iloc[0] > days(160)[-1]
     assert set(forecast["series"]) == {"AAPL"}  # the file's name, not its price column's
+    assert list(forecast.columns) == ["series", "date", "step", "Close", "Close_q10", "Close_q90"]  # the user's name
 
     resumed = run_make(project, "resume", "TASK=forecasting", "ARGS=--trainer.max_epochs 2")
     assert taken in resumed.stderr + resumed.stdout and f"MLflow run {run.info.run_id} (continued)" in resumed.stdout

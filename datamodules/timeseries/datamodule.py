@@ -36,6 +36,7 @@ class PriceSpec:
     horizon: int
     covariates: tuple[str, ...]
     target_scale: float  # spread of daily log returns in the training period
+    target: str = "price"  # the forecast column's name, as the user's file calls it (Close, Adj Close, ...)
 
     def __post_init__(self) -> None:  # a checkpoint or a config may hold a list
         object.__setattr__(self, "covariates", tuple(self.covariates))
@@ -144,7 +145,7 @@ class PriceDataModule(SpecDataModule):
         if self.spec is None:  # the only fitted value, from the training period alone
             returns = [np.diff(np.log(s.prices[s.dates.values < val_start])) for s in series]
             scale = float(np.concatenate(returns).std()) or 1.0
-            self.spec = PriceSpec(lookback, horizon, tuple(covariates), scale)
+            self.spec = PriceSpec(lookback, horizon, tuple(covariates), scale, hp.target)
         self.datasets = {k: WindowDataset(series, w, lookback, horizon) for k, w in parts.items()}
         log.info("windows: %s", {k: len(w) for k, w in parts.items()})
 
