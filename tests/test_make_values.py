@@ -87,6 +87,8 @@ def test_a_finished_slurm_array_task_removes_its_own_preemption_checkpoints(proj
 
 
 STORE_WITH_PASSWORD = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
+SERVER_WITH_PASSWORD = "http://ml:S3cret-pw@host:5000"
+STORE = STORE_WITH_PASSWORD
 
 
 @pytest.mark.parametrize(
@@ -94,8 +96,8 @@ STORE_WITH_PASSWORD = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
     [
         ("mlflow-ui", [], ("env", f"MLFLOW_BACKEND_STORE_URI={STORE_WITH_PASSWORD}")),
         ("mlflow-server", [], ("env", f"MLFLOW_BACKEND_STORE_URI={STORE_WITH_PASSWORD}")),
-        ("mlflow-db-upgrade", [f"BACKEND={STORE_WITH_PASSWORD}"], ("env-python", f"MLFLOW_TRACKING_URI={STORE_WITH_PASSWORD}")),
-        ("mlflow-migrate", ["TO=http://ml:S3cret-pw@host:5000"], ("env-python", "MIGRATE_TO=http://ml:S3cret-pw@host:5000")),
+        ("mlflow-db-upgrade", [f"BACKEND={STORE_WITH_PASSWORD}"], ("env-python", f"MLFLOW_TRACKING_URI={STORE}")),
+        ("mlflow-migrate", [f"TO={SERVER_WITH_PASSWORD}"], ("env-python", f"MIGRATE_TO={SERVER_WITH_PASSWORD}")),
     ],
 )  # fmt: skip
 def test_a_store_uri_reaches_its_command_in_the_environment_not_in_argv(
