@@ -86,18 +86,17 @@ def test_a_finished_slurm_array_task_removes_its_own_preemption_checkpoints(proj
     assert left == {"77_4", "78"}, left
 
 
-STORE_WITH_PASSWORD = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
-SERVER_WITH_PASSWORD = "http://ml:S3cret-pw@host:5000"
-STORE = STORE_WITH_PASSWORD
+DB_URI = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
+SERVER_URI = "http://ml:S3cret-pw@host:5000"
 
 
 @pytest.mark.parametrize(
     ("target", "given", "received"),
     [
-        ("mlflow-ui", [], ("env", f"MLFLOW_BACKEND_STORE_URI={STORE_WITH_PASSWORD}")),
-        ("mlflow-server", [], ("env", f"MLFLOW_BACKEND_STORE_URI={STORE_WITH_PASSWORD}")),
-        ("mlflow-db-upgrade", [f"BACKEND={STORE_WITH_PASSWORD}"], ("env-python", f"MLFLOW_TRACKING_URI={STORE}")),
-        ("mlflow-migrate", [f"TO={SERVER_WITH_PASSWORD}"], ("env-python", f"MIGRATE_TO={SERVER_WITH_PASSWORD}")),
+        ("mlflow-ui", [], ("env", f"MLFLOW_BACKEND_STORE_URI={DB_URI}")),
+        ("mlflow-server", [], ("env", f"MLFLOW_BACKEND_STORE_URI={DB_URI}")),
+        ("mlflow-db-upgrade", [f"BACKEND={DB_URI}"], ("env-python", f"MLFLOW_TRACKING_URI={DB_URI}")),
+        ("mlflow-migrate", [f"TO={SERVER_URI}"], ("env-python", f"MIGRATE_TO={SERVER_URI}")),
     ],
 )  # fmt: skip
 def test_a_store_uri_reaches_its_command_in_the_environment_not_in_argv(
@@ -106,7 +105,7 @@ def test_a_store_uri_reaches_its_command_in_the_environment_not_in_argv(
     """A URI with a password in it, which every user of the host would see in `ps` (/proc/<pid>/cmdline)."""
     venv, tools = stand_ins(tmp_path)
     (venv / "bin" / "mlflow").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/argv\nenv > {tmp_path}/env\n')
-    env = {**os.environ, "FAKE_STORE_URI": STORE_WITH_PASSWORD}
+    env = {**os.environ, "FAKE_STORE_URI": DB_URI}
     subprocess.run(["make", "-C", str(project), f"VENV={venv}", target, *given], env=env, check=True,
                    capture_output=True)  # fmt: skip
     argv = (tmp_path / "argv").read_text()
