@@ -114,7 +114,8 @@ def libpq_connection(uri: str) -> tuple[str, str | None]:
     try:
         settings = conninfo_to_dict(uri)
     except Exception as error:  # a URI libpq cannot read: no pg_dump, no upgrade
-        raise TrackingUnavailable(f"{redact(uri)} is not a PostgreSQL URI libpq reads ({type(error).__name__})") from None
+        reason = type(error).__name__
+        raise TrackingUnavailable(f"{redact(uri)} is not a PostgreSQL URI that libpq reads ({reason})") from None
     password = settings.pop("password", None)
     return make_conninfo(**settings), None if password is None else str(password)
 
