@@ -35,8 +35,10 @@ def rejected_by_store(error: Exception) -> bool:
 
 
 def denied_by_store(error: Exception) -> bool:
-    """Whether the server refused this user the call (the auth app: no EDIT on the experiment any more)."""
-    return getattr(error, "error_code", None) == "PERMISSION_DENIED"
+    """Whether the server refused this user the call (the auth app: no EDIT on the experiment any more): MLflow's
+    PERMISSION_DENIED, or an artifact upload's HTTP 403."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return getattr(error, "error_code", None) == "PERMISSION_DENIED" or status == 403
 
 
 def acceptable_params(params: dict[str, str]) -> dict[str, str]:

@@ -54,6 +54,7 @@ class Outbox:
             if self.refused:
                 return
             self.refused = True
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)  # it would say so again every sample
         user = tracking_user()
         log.error(
             "MLflow tracking server %s no longer lets %r write to experiment %r (permission denied): the training "
