@@ -35,8 +35,9 @@ def stand_ins(folder: Path) -> tuple[Path, Path]:
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
     python.write_text(
-        f'#!/bin/sh\ncase "$1" in -c) exec {sys.executable} "$@";; esac\necho "${{FAKE_STORE_URI:-sqlite:///{folder}/x.db}}"\n'
-    )  # `store init` prints $FAKE_STORE_URI
+        f'#!/bin/sh\ncase "$1" in -c) exec {sys.executable} "$@";; esac\necho "$@" >> {folder}/argv\n'
+        f'env > {folder}/env-python\necho "${{FAKE_STORE_URI:-sqlite:///{folder}/x.db}}"\n'
+    )  # `store init` prints $FAKE_STORE_URI; each call's argv and the last one's environment are kept
     for name in ("torchrun", "mlflow"):
         (venv / "bin" / name).write_text("#!/bin/sh\nexit 0\n")
     tools = folder / "tools"
@@ -85,13 +86,29 @@ def test_a_finished_slurm_array_task_removes_its_own_preemption_checkpoints(proj
     assert left == {"77_4", "78"}, left
 
 
-@pytest.mark.parametrize("target", ["mlflow-ui", "mlflow-server"])
-def test_the_store_uri_reaches_mlflow_in_its_environment_not_its_argv(project: Path, tmp_path: Path, target) -> None:
-    """A database URI with a password in it, which every user of the host would see in `ps`."""
+DB_URI = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
+SERVER_URI = "http://ml:S3cret-pw@host:5000"
+
+
+@pytest.mark.parametrize(
+    ("target", "given", "received"),
+    [
+        ("mlflow-ui", [], ("env", f"MLFLOW_BACKEND_STORE_URI={DB_URI}")),
+        ("mlflow-server", [], ("env", f"MLFLOW_BACKEND_STORE_URI={DB_URI}")),
+        ("mlflow-db-upgrade", [f"BACKEND={DB_URI}"], ("env-python", f"MLFLOW_TRACKING_URI={DB_URI}")),
+        ("mlflow-migrate", [f"TO={SERVER_URI}"], ("env-python", f"MIGRATE_TO={SERVER_URI}")),
+    ],
+)  # fmt: skip
+def test_a_store_uri_reaches_its_command_in_the_environment_not_in_argv(
+    project: Path, tmp_path: Path, target: str, given: list[str], received: tuple[str, str]
+) -> None:
+    """A URI with a password in it, which every user of the host would see in `ps` (/proc/<pid>/cmdline)."""
     venv, tools = stand_ins(tmp_path)
-    (venv / "bin" / "mlflow").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\nenv > {tmp_path}/env\n')
-    store = "postgresql://ml:S3cret-pw@db.example.com/mlflow"
-    env = {**os.environ, "FAKE_STORE_URI": store}
-    subprocess.run(["make", "-C", str(project), f"VENV={venv}", target], env=env, check=True, capture_output=True)
-    assert "S3cret-pw" not in (tmp_path / "argv").read_text()
-    assert f"MLFLOW_BACKEND_STORE_URI={store}" in (tmp_path / "env").read_text().splitlines()
+    (venv / "bin" / "mlflow").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/argv\nenv > {tmp_path}/env\n')
+    env = {**os.environ, "FAKE_STORE_URI": DB_URI}
+    subprocess.run(["make", "-C", str(project), f"VENV={venv}", target, *given], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    argv = (tmp_path / "argv").read_text()
+    assert argv.strip() and "S3cret-pw" not in argv, argv
+    file, line = received
+    assert line in (tmp_path / file).read_text().splitlines()

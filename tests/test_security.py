@@ -70,6 +70,100 @@ def test_predicting_from_the_store_never_unpickles(sproject: Path, tmp_path: Pat
     assert "Traceback" not in refused.stderr and not canary.exists()
 
 
+CANARY_MODULE = '''"""The module a crafted checkpoint names: importing it leaves a marker, as hostile code would act."""
+from pathlib import Path
+
+Path(__file__).with_name("IMPORTED").write_text("imported")
+
+
+class Evil:
+    def __init__(self, **kwargs):
+        Path(__file__).with_name("INSTANTIATED").write_text(repr(kwargs))
+
+
+def build(*args, **kwargs):
+    return Evil(**kwargs)
+'''
+
+
+def crafted(source: Path, target: Path, **hparams: object) -> Path:
+    """``source``, a real checkpoint, with hyper-parameters changed (None: removed); ``torch.load(weights_only=True)``
+    reads it, as it reads any checkpoint of plain values."""
+    import torch
+
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    saved = checkpoint["hyper_parameters"]
+    for key, value in hparams.items():
+        saved.pop(key) if value is None else saved.update({key: value})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, target)
+    torch.load(target, map_location="cpu", weights_only=True)
+    return target
+
+
+@pytest.mark.slow
+def test_a_checkpoint_never_imports_the_code_it_names(sproject: Path, tmp_path: Path) -> None:
+    """A checkpoint (a file, or `MODEL=runs:/...` from the store) naming a module on PYTHONPATH, with init arguments
+    that load weights: the module is never imported; a class path the registry lacks is one ERROR line naming it,
+    and the registry's own class takes only its own arguments, from the checkpoint's spec (no weights read)."""
+    from mlflow import MlflowClient
+
+    store = Store(tmp_path, "store")
+    run_cli(sproject, "fit", "--config", "configs/forecasting.yaml", *QUICK, "--test_after_fit", "false", **store.env)
+    (run,) = store.runs()
+    trained = sproject / "runs" / "forecasting" / run.info.run_id / "checkpoints" / "best.ckpt"
+    canary = tmp_path / "site"
+    (canary / "canary_mod").mkdir(parents=True)
+    (canary / "canary_mod" / "__init__.py").write_text(CANARY_MODULE)
+    env = {"PYTHONPATH": str(canary), **store.env}
+    hostile = {
+        "weights_path": str(canary / "canary_mod" / "__init__.py"), "pretrained": True,
+        "_instantiator": "canary_mod.build", "class_path": "canary_mod.Evil", "init_args": {"pretrained": True},
+    }  # fmt: skip
+    client = MlflowClient(store.uri)
+
+    def in_store(checkpoint: Path) -> str:
+        """A run of the store whose checkpoint artifact is ``checkpoint``: ``runs:/<its id>``."""
+        made = client.create_run(run.info.experiment_id).info.run_id
+        client.log_artifact(made, str(checkpoint), "checkpoints")
+        return f"runs:/{made}"
+
+    prices = sproject / "data" / "sample" / "forecasting" / "prices.csv"
+    evil = crafted(trained, tmp_path / "evil" / "best.ckpt", _class_path="canary_mod.Evil", **hostile)
+    lookalike = "canary_mod.tasks.forecasting.PriceForecaster"  # the registry's path, under another package
+    lookalike_file = crafted(trained, tmp_path / "lookalike" / "last.ckpt", _class_path=lookalike, **hostile)
+    specless = crafted(trained, tmp_path / "specless" / "best.ckpt", spec=None, **hostile)
+    refusals = {
+        "predict, a file": (["predict", "TASK=forecasting", f"INPUT={prices}", f"CKPT={evil}"], "canary_mod.Evil"),
+        "predict, runs:/": (["predict", "TASK=forecasting", f"INPUT={prices}", f"MODEL={in_store(evil)}"],
+                            "canary_mod.Evil"),
+        "resume, a lookalike": (["resume", "TASK=forecasting", f"RUN={lookalike_file}"], lookalike),
+        "no spec, runs:/": (["predict", "TASK=forecasting", f"INPUT={prices}", f"MODEL={in_store(specless)}"],
+                            "holds no trained model"),
+    }  # fmt: skip
+    for what, (args, named) in refusals.items():
+        refused = run_make(sproject, *args, check=False, **env)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr, (what, refused.stderr[-3000:])
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("ERROR:")]
+        assert len(errors) == 1 and named in errors[0], (what, refused.stderr[-3000:])
+        assert not list(canary.glob("canary_mod/[IN]*")), f"{what}: the checkpoint's module was imported"
+
+    # The registry's class path, with the hostile arguments beside it: the model is the registry's, made with its
+    # own arguments; nothing else the checkpoint says is imported or acted on.
+    disguised = crafted(trained, tmp_path / "disguised" / "best.ckpt", **hostile)
+    predicted = run_make(sproject, "predict", "TASK=forecasting", f"INPUT={prices}", f"MODEL={in_store(disguised)}",
+                         **env)  # fmt: skip
+    assert "Wrote 50 predictions" in predicted.stdout + predicted.stderr
+    tested = run_cli(sproject, "test", "--config", "configs/forecasting.yaml", "--ckpt_path", str(disguised),
+                     "--trainer.enable_progress_bar", "false", "--tracking.run_name", "disguised", **env)  # fmt: skip
+    assert "Traceback" not in tested.stderr
+    assert not list(canary.glob("canary_mod/[IN]*")), "the checkpoint's module was imported"
+    (test_run,) = [r for r in store.runs() if r.info.run_name == "disguised"]
+    assert "test/mase" in test_run.data.metrics
+    taken = {"weights_path", "pretrained", "class_path", "init_args"} & set(test_run.data.params)
+    assert not taken, test_run.data.params
+
+
 @pytest.fixture(scope="module")
 def auth_server(sproject: Path, tmp_path_factory: pytest.TempPathFactory):
     """`make mlflow-server MLFLOW_AUTH=1` with the admin password from a file; yields its URI."""

@@ -1,5 +1,6 @@
 """The metric sender loses nothing, whatever the store does: any interleaving of metrics, hyper-parameters, send
-attempts, transient failures, names the store rejects and a run deleted meanwhile leaves every row either
+attempts, transient failures, names the store rejects, a grant revoked and given back, and a run deleted meanwhile
+leaves every row either
 acknowledged by the store or in the run's journal (and handed back as unsent), or under a name the store rejects
 (named in a warning). A hyper-parameter never holds up a metric.
 
@@ -31,9 +32,11 @@ class FakeStore:
 
     def __init__(self) -> None:
         from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED
 
         self.rejection = lambda what: MlflowException(f"invalid {what}", error_code=INVALID_PARAMETER_VALUE)
+        self.denial = MlflowException("Permission denied", error_code=PERMISSION_DENIED)
+        self.revoked = False  # the auth server's answer to a member whose EDIT grant was taken away
         self.metrics: list[tuple[str, float, int, int]] = []
         self.params: dict[str, str] = {}
         self.failing = False
@@ -44,6 +47,8 @@ class FakeStore:
             raise self.rejection("run state: deleted")
         if self.failing:
             raise Transient("connection refused")
+        if self.revoked:
+            raise self.denial
         if any("@" in m.key for m in metrics) or any("@" in p.key or p.key == SERVER_REFUSES for p in params):
             raise self.rejection("name")
         self.metrics += [(m.key, m.value, m.timestamp, m.step) for m in metrics]
@@ -58,6 +63,8 @@ class FakeStore:
     def set_tag(self, *args) -> None:
         if self.failing:
             raise Transient("connection refused")
+        if self.revoked:
+            raise self.denial
 
 
 operations = st.lists(
@@ -70,6 +77,7 @@ operations = st.lists(
         st.tuples(st.just("send"), st.none()),
         st.tuples(st.just("flush"), st.none()),
         st.tuples(st.just("store fails"), st.booleans()),
+        st.tuples(st.just("grant revoked"), st.booleans()),
         st.tuples(st.just("run deleted"), st.none()),
     ),
     max_size=25,
@@ -86,8 +94,9 @@ def test_every_row_is_acknowledged_or_handed_back(package, steps) -> None:
     store = FakeStore()
     folder = tempfile.TemporaryDirectory()
     journal = Journal(Path(folder.name) / "journal.jsonl")
+    denials = []
     with mock.patch.object(background.threading, "Thread"):
-        sender = background.MetricSender(store, "run", interval_s=3600, journal=journal)
+        sender = background.MetricSender(store, "run", interval_s=3600, journal=journal, on_denied=denials.append)
     logged, params, step = [], {}, 0
     for what, value in steps:
         if what == "metrics":
@@ -99,14 +108,17 @@ def test_every_row_is_acknowledged_or_handed_back(package, steps) -> None:
             sender.put_params(value)
             params.update(value)
         elif what == "send":
-            try:
-                sender._send()
-            except Exception as error:
-                assert isinstance(error, Transient) or store.deleted, error  # nothing else escapes a send
+            sender.error = None
+            sender._attempt()  # what the sender's thread does each round
+            error = sender.error
+            assert error is None or isinstance(error, Transient) or store.deleted or store.revoked, error
+            assert not sender.denied or denials, "a denial is reported"
         elif what == "flush":  # the end of a command (validate, then test) hands back what is left
             assert set(sender.flush(0)) <= set(read(journal.path).metrics), "what is handed back is journaled"
         elif what == "store fails":
             store.failing = value
+        elif what == "grant revoked":
+            store.revoked = value
         else:
             store.deleted = True
     unsent = sender.flush(0)
@@ -123,7 +135,7 @@ def test_every_row_is_acknowledged_or_handed_back(package, steps) -> None:
     for key, value in params.items():
         if key not in (BAD_PARAM, SERVER_REFUSES):
             assert store.params.get(key) == value or journaled.params.get(key) == value, key
-    if not store.deleted and not store.failing:  # a store that answers takes every metric, whatever the params
+    if not (store.deleted or store.failing or store.revoked):  # a store that answers takes every metric, params or not
         sender.closed = False
         sender._send()
         assert all(r in set(store.metrics) or r[0] in sender.rejected for r in logged)

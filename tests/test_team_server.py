@@ -23,6 +23,9 @@ import pytest
 from conftest import PACKAGE, assert_refused, forecasting_project, project_env, run_cli, run_make
 from proxy import FreezableProxy
 from test_mlflow_server import QUICK, TINY, free_port, serving, stop_group
+from test_slurm import DONE as SLURM_DONE
+from test_slurm import TINY as SLURM_TINY
+from test_slurm import job_fields, job_id, slurm, wait_for_job  # noqa: F401  (the cluster, started if a test needs it)
 
 ADMIN_PASSWORD = "admin-Pa55word-for-tests"
 CANARY = "c@n/ary-S3cret-9"  # "@" and "/" as people type them into a URI
@@ -123,9 +126,49 @@ def test_two_members_train_the_same_task_and_leave_each_others_runs_alone(tproje
         alices = runs[stale["alice"]]
         assert alices.info.status == "RUNNING" and "process.ended" not in alices.data.tags, "bob left it alone"
         assert runs[stale["bob"]].info.status == "KILLED", "bob's own dead run is marked"
+
+    # An admin takes bob off the experiment while he trains (DENY: a grant below the default EDIT has no effect),
+    # and takes the DENY back after: one line names the grant, the training ends without a traceback, and `make replay`
+    # then sends what the server refused.
+    marks = {"FAULT_STEP": "2", "FAULT_FILE": str(tproject / "revoke-step"), "FAULT_END": str(tproject / "revoke-end"),
+             "FAULT_STEP_DELAY": "0.3"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", PACKAGE, "fit", *TINY, *QUICK, "--trainer.max_epochs", "3", "--tracking.run_name",
+         "bob-revoked", "--tracking.flush_interval_s", "0.2", "--trainer.callbacks+=faults.TouchAtStep"],
+        cwd=tproject, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env=project_env(tproject, PYTHONPATH=str(Path(__file__).parent), **as_member("bob", uri), **marks),
+    )  # fmt: skip
+    try:
+        while not (tproject / "revoke-step").exists():
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        with logged_in("admin", ADMIN_PASSWORD):
+            admin = get_app_client("basic-auth", tracking_uri=uri)
+            admin.grant_user_permission("bob", "experiment", experiment, "DENY")
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        stop_group(process)
+    assert process.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
+    told = [line for line in stderr.splitlines() if "EDIT on experiment 'forecasting'" in line]
+    assert len(told) == 1 and told[0].startswith("ERROR:") and "'bob'" in told[0], stderr[-3000:]
+    assert "403" not in stderr and "ermission denied" not in stderr.replace(told[0], ""), "said once"
+    revoked = re.search(r"MLflow run (\w+) \(new\)", stdout).group(1)
+    assert (tproject / "runs" / "forecasting" / revoked / "journal.jsonl").is_file(), stderr[-3000:]
+    with logged_in("admin", ADMIN_PASSWORD):
+        admin.revoke_user_permission("bob", "experiment", experiment)  # the default EDIT again
+        assert client.get_run(revoked).info.status == "RUNNING", "the server took nothing after the revocation"
+    replayed = run_make(tproject, "replay", f"RUN={revoked}", **as_member("bob", uri))
+    assert "Replayed into MLflow run" in replayed.stdout, replayed.stdout + replayed.stderr
+    with logged_in("admin", ADMIN_PASSWORD):
+        run = client.get_run(revoked)
+        steps = sorted(m.step for m in client.get_metric_history(revoked, "train/loss"))
+        listed = {a.path for a in client.list_artifacts(revoked)}
+        assert run.info.status == "FINISHED" and steps == list(range(3 * 5)), (run.info.status, steps)
+        assert {"config.yaml", "checkpoints"} <= listed and run.data.params["backbone"] == "lstm", listed
+
         # An admin takes bob off this experiment (README: Teams): his next training is one ERROR line.
-        admin = get_app_client("basic-auth", tracking_uri=uri)
         admin.grant_user_permission("bob", "experiment", experiment, "DENY")
+        runs = client.search_runs([experiment])
     denied = run_cli(tproject, "fit", *TINY, *QUICK, check=False, **as_member("bob", uri))
     assert_refused(denied, "'bob'", "EDIT", "experiment 'forecasting'")
     with logged_in("admin", ADMIN_PASSWORD):
@@ -269,3 +312,42 @@ def test_a_hung_store_then_sigterm_and_sigkill_lose_nothing_and_replay_completes
     assert len(steps) == len(set(steps)), "no step twice"
     assert set(steps) == set(range(max(steps) + 1)) and journaled_steps <= set(steps), "every step, once"
     assert run.data.params["backbone"] == "lstm"
+
+
+@pytest.mark.slow
+def test_a_password_never_reaches_the_slurm_output_when_the_server_goes_away(
+    tproject: Path,
+    team_server: str,
+    slurm: dict[str, str],  # noqa: F811
+) -> None:
+    """`make train-slurm` with the password in the tracking URI, and the server gone at step 3 of the job: the
+    failure paths print into slurm-<job>.out, which has no password, and neither has any file of the project."""
+    proxy = FreezableProxy(int(team_server.rsplit(":", 1)[1]))
+    step = tproject / "slurm-step"
+    marks = {"FAULT_STEP": "3", "FAULT_FILE": str(step), "FAULT_END": str(tproject / "slurm-end"),
+             "FAULT_STEP_DELAY": "0.3"}  # fmt: skip
+    env = {"MLFLOW_TRACKING_URI": with_password(proxy.uri, "carol", CANARY), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", **marks, **slurm}  # fmt: skip
+    args = f"{SLURM_TINY} --tracking.end_timeout_s 5 --tracking.flush_interval_s 0.2"
+    args += " --trainer.callbacks+=faults.TouchAtStep"
+    try:
+        submitted = run_make(tproject, "train-slurm", "TASK=forecasting", "NNODES=1", "NPROC=1", f"ARGS={args}",
+                             PYTHONPATH=str(Path(__file__).parent), **env)  # fmt: skip
+        job = job_id(submitted.stdout)
+        output = tproject / f"slurm-{job}.out"
+        deadline = time.monotonic() + 300
+        while not step.exists():
+            assert job_fields(job, slurm).get("JobState") not in SLURM_DONE, output.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job did not reach step 3"
+            time.sleep(0.05)
+        proxy.close()
+        fields = wait_for_job(job, project_env(tproject, **slurm), output)
+    finally:
+        proxy.close()
+    log = output.read_text()
+    assert fields["JobState"] == "COMPLETED" and "MLflow run " in log, (fields, log[-3000:])
+    assert "make replay RUN=" in log, log[-3000:]  # the server went away: the journal's line was printed
+    assert CANARY not in log, log[max(0, log.find(CANARY) - 1500) : log.find(CANARY) + 300]
+    written = [p for p in tproject.rglob("*") if p.is_file() and "data" not in p.relative_to(tproject).parts]
+    leaks = [str(p) for p in written if CANARY.encode() in p.read_bytes()]
+    assert not leaks, f"the password is in {leaks}"

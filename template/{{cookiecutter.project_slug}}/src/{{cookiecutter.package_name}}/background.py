@@ -34,6 +34,13 @@ def rejected_by_store(error: Exception) -> bool:
     return getattr(error, "error_code", None) in ("INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST")
 
 
+def denied_by_store(error: Exception) -> bool:
+    """Whether the server refused this user the call (the auth app: no EDIT on the experiment any more): MLflow's
+    PERMISSION_DENIED, or an artifact upload's HTTP 403."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return getattr(error, "error_code", None) == "PERMISSION_DENIED" or status == 403
+
+
 def acceptable_params(params: dict[str, str]) -> dict[str, str]:
     """``params`` without those MLflow's own validator refuses (a key with ``@``, over 250 characters), each named
     in one warning: a store that refused one would refuse the whole batch."""
@@ -56,9 +63,10 @@ class MetricSender:
     """Sends queued metrics and hyper-parameters in batches from a daemon thread; sets the run's heartbeat.
 
     A store that does not answer keeps the rows queued (``flush`` hands back what is left); a metric name the
-    store rejects is dropped with one warning, so that every other metric still arrives. Rows of steps that a
-    continued run has already logged (``logged_through``: the last step per key) are dropped: a resumed
-    training repeats the steps after its checkpoint, and the store keeps one value per step.
+    store rejects is dropped with one warning, so that every other metric still arrives. A server that denies the
+    user (a grant revoked mid-run) keeps them queued too, is told to ``on_denied``, and is not waited for at the
+    end. Rows of steps that a continued run has already logged (``logged_through``: the last step per key) are
+    dropped: a resumed training repeats the steps after its checkpoint, and the store keeps one value per step.
     """
 
     BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -70,8 +78,10 @@ class MetricSender:
         interval_s: float,
         logged_through: dict[str, int] | None = None,
         journal: Journal | None = None,
+        on_denied: Callable[[Exception], None] | None = None,
     ) -> None:
         self.client, self.run_id, self.interval_s = client, run_id, interval_s
+        self.on_denied = on_denied
         self.journal = journal  # every row and param is written there before it is sent
         self.logged_through = dict(logged_through or {})
         self.pending: list[Row] = []
@@ -85,6 +95,7 @@ class MetricSender:
         self.error: Exception | None = None
         self.closed = False
         self.deleted = False  # the run was deleted in the store meanwhile
+        self.denied = False  # the last attempt was refused for want of permission
         self._beat = 0.0
         threading.Thread(target=self._loop, name="mlflow-metrics", daemon=True).start()
 
@@ -109,15 +120,23 @@ class MetricSender:
         while not self.closed:
             self.wake.wait(self.interval_s)
             self.wake.clear()
-            if self.deleted:
-                continue  # nothing more goes to a deleted run; ``flush`` hands the rows back
-            try:
-                self._send()
-                if not self.closed and time.monotonic() - self._beat > HEARTBEAT_S:
-                    self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
-                    self._beat = time.monotonic()
-            except Exception as error:  # the store is away: keep everything and try again later
-                self.error = error
+            self._attempt()
+
+    def _attempt(self) -> None:
+        """One round: send what is queued, then the heartbeat when it is due."""
+        if self.deleted:
+            return  # nothing more goes to a deleted run; ``flush`` hands the rows back
+        try:
+            self._send()
+            if not self.closed and time.monotonic() - self._beat > HEARTBEAT_S:
+                self.client.set_tag(self.run_id, HEARTBEAT_TAG, str(int(time.time())))
+                self._beat = time.monotonic()
+            self.denied = False  # a grant given back: sending goes on
+        except Exception as error:  # the store is away or refuses this user: keep everything, try again later
+            self.error = error
+            self.denied = denied_by_store(error)
+            if self.denied and self.on_denied is not None:
+                self.on_denied(error)
 
     def _send(self) -> None:
         from mlflow.entities import Metric
@@ -206,7 +225,7 @@ class MetricSender:
     def flush(self, timeout_s: float) -> list[Row]:
         """Send what is queued, waiting at most ``timeout_s``, and stop: the rows still not sent then."""
         self.wake.set()
-        sent = not self.deleted and self.idle.wait(timeout_s)
+        sent = not self.deleted and not self.denied and self.idle.wait(timeout_s)
         self.closed = True  # no heartbeat for a run that has ended
         if sent:
             return []
@@ -217,10 +236,12 @@ class MetricSender:
 class Uploads:
     """Store calls of a run (artifacts, tags), made one after another by a daemon thread.
 
-    A call that fails is named in ``failed``, with a warning; ``wait`` says which calls have not finished.
+    A call that fails is named in ``failed``, with a warning (or told to ``on_denied`` when the server refused the
+    user); ``wait`` says which calls have not finished.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_denied: Callable[[Exception], None] | None = None) -> None:
+        self.on_denied = on_denied
         self.jobs: queue.Queue[tuple[str, Callable[[], object], threading.Event]] = queue.Queue()
         self.queued: list[tuple[str, threading.Event]] = []
         self.failed: list[str] = []
@@ -238,7 +259,10 @@ class Uploads:
                 call()
             except Exception as error:  # a full disk, a read-only folder, a store away: training goes on
                 self.failed.append(what)
-                log.warning("could not upload %s to MLflow: %s", what, first_line(error))
+                if denied_by_store(error) and self.on_denied is not None:
+                    self.on_denied(error)
+                else:
+                    log.warning("could not upload %s to MLflow: %s", what, first_line(error))
             finally:
                 done.set()
 

@@ -69,18 +69,19 @@ def run_id(path: str | Path) -> str | None:
 
 def check_task(path: Path, task: str) -> Path:
     """``path`` if its model is ``task``'s: Lightning would otherwise load another task's model and hand it this
-    task's data, which fails deep inside. Only the registry's model classes are accepted, and nothing the
-    checkpoint names is imported."""
-    from .tasks import TASKS
+    task's data, which fails deep inside. Only the registry's model classes are accepted, by their exact class
+    path, and nothing the checkpoint names is imported: the model is built from the config's class."""
+    from .tasks import PACKAGE, TASKS
 
     hparams = entry(path, "hyper_parameters") or {}
     saved = hparams.get("_class_path") if isinstance(hparams, dict) else None
     if not isinstance(saved, str):
         return path  # written by a plain Trainer: the config names the model, and its spec is checked when connected
-    found = next((t for t in TASKS.values() if saved.endswith(f".{t.model}")), None)
+    found = next((t for t in TASKS.values() if saved == f"{PACKAGE}.{t.model}"), None)
     if found is None:
         raise CheckpointError(
-            f"{str(path)!r} holds a {saved} model, which no task of this project has ({', '.join(TASKS)})"
+            f"{str(path)!r} holds a {saved[:200]} model, which no task of this project has ("
+            f"{', '.join(f'{PACKAGE}.{t.model}' for t in TASKS.values())}): pass a checkpoint this project trained"
         )
     if found.name != task:
         raise CheckpointError(
@@ -92,10 +93,19 @@ def check_task(path: Path, task: str) -> Path:
 
 def model_arguments(path: str | Path, model: type) -> dict[str, Any]:
     """The init arguments a checkpoint's model was made with (its spec included): those of ``model``'s own
-    signature only, so a test or predict rebuilds the trained model whatever the config says."""
+    signature only, so a test or predict rebuilds the trained model whatever the config says.
+
+    A trained model has a spec, and a model with a spec reads no weights file and downloads nothing (its weights
+    are the checkpoint's): a checkpoint without one, whose ``pretrained``/``weights_path`` would be acted on, is
+    refused."""
     saved = entry(path, "hyper_parameters") or {}
+    if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
+        raise CheckpointError(
+            f"{str(path)!r} holds no trained model (its hyper-parameters have no spec of the data): pass a "
+            "checkpoint of a training of this project, e.g. --ckpt_path last"
+        )
     accepted = inspect.signature(model.__init__).parameters
-    return {k: _listed(v) for k, v in saved.items() if k in accepted and k != "self"} if isinstance(saved, dict) else {}
+    return {k: _listed(v) for k, v in saved.items() if k in accepted and k != "self"}
 
 
 def _listed(value: Any) -> Any:

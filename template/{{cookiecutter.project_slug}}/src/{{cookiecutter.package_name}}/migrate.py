@@ -94,10 +94,11 @@ def backup(uri: str, folder: Path) -> Path:
     if pg_dump is None:
         raise TrackingUnavailable("pg_dump is not installed: apt-get install postgresql-client (the server's version)")
     path = folder / f"mlflow-{stamp}.dump"
-    libpq_uri = "postgresql://" + uri.split("://", 1)[1]
+    connection, password = libpq_connection("postgresql://" + uri.split("://", 1)[1])
     result = subprocess.run(
-        [pg_dump, "--format=custom", "--file", str(path), libpq_uri], capture_output=True, text=True
-    )
+        [pg_dump, "--format=custom", "--file", str(path), "--dbname", connection],
+        capture_output=True, text=True, env={**os.environ, **({"PGPASSWORD": password} if password else {})},
+    )  # fmt: skip
     if result.returncode != 0:
         path.unlink(missing_ok=True)
         reason = (result.stderr.strip().splitlines() or ["no message"])[0]
@@ -105,21 +106,57 @@ def backup(uri: str, folder: Path) -> Path:
     return path
 
 
+def libpq_connection(uri: str) -> tuple[str, str | None]:
+    """``uri`` as libpq's connection string without its password, and the password: pg_dump gets the one in its
+    argv (which ``ps`` shows every user of the host) and the other in its environment (``PGPASSWORD``)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        settings = conninfo_to_dict(uri)
+    except Exception as error:  # a URI libpq cannot read: no pg_dump, no upgrade
+        reason = type(error).__name__
+        raise TrackingUnavailable(f"{redact(uri)} is not a PostgreSQL URI that libpq reads ({reason})") from None
+    password = settings.pop("password", None)
+    return make_conninfo(**settings), None if password is None else str(password)
+
+
+def upgrade(uri: str, folder: Path) -> Path:
+    """Back up the tracking database, then upgrade its schema with MLflow's own ``mlflow db upgrade``, run here so
+    that the URI (and a password in it) stays out of every process's argv."""
+    from mlflow.db import upgrade as mlflow_db_upgrade
+
+    saved = backup(uri, folder)
+    print(f"backup of {redact(uri)}: {saved}", flush=True)
+    try:
+        mlflow_db_upgrade.callback(url=uri)  # the command's own function: no argv to parse
+    except Exception as error:  # a database away or refusing: one line; the backup has it as it was
+        from .credentials import scrub
+        from .errors import first_line
+
+        raise TrackingUnavailable(
+            f"upgrading the schema of {redact(uri)} failed ({scrub(first_line(error))[:300]}); {saved} holds the "
+            "database as it was before"
+        ) from None
+    return saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Copy runs to a tracking server; back up a tracking database.")
     commands = parser.add_subparsers(dest="command", required=True)
     copy = commands.add_parser("copy-runs", help="copy finished runs that the target lacks")
-    copy.add_argument("--to", required=True, help="the target tracking URI, e.g. http://host:5000")
-    copy.add_argument("--from", dest="source", help="the source tracking URI (default: this project's store)")
-    save = commands.add_parser("backup", help="back up a tracking database into backups/")
-    save.add_argument("uri")
+    # URIs from the environment (make mlflow-migrate sets them): a password in an argv is shown to every user (`ps`)
+    to, source = os.environ.get("MIGRATE_TO"), os.environ.get("MIGRATE_FROM")
+    copy.add_argument("--to", default=to, required=not to, help="the target URI, e.g. http://host:5000 ($MIGRATE_TO)")
+    copy.add_argument("--from", dest="source", default=source, help="the source URI ($MIGRATE_FROM; default: here)")
+    commands.add_parser("upgrade", help="back up the store's database into backups/, then upgrade its schema")
     args = parser.parse_args()
     from mlflow.exceptions import MlflowException
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        if args.command == "backup":
-            print(f"backup of {redact(args.uri)}: {backup(tracking_uri(args.uri), project_root() / 'backups')}")
+        if args.command == "upgrade":  # the URI from the environment ($MLFLOW_TRACKING_URI), never from argv
+            upgrade(tracking_uri(), project_root() / "backups")
+            print(f"upgraded the schema of {redact(tracking_uri())}")
             return
         source, target = tracking_uri(args.source or DEFAULT_TRACKING_URI), tracking_uri(args.to)
         for uri in (source, target):

@@ -3,17 +3,15 @@ the best checkpoint and (if asked) the model, and records how the command ended.
 
 Its life is ``with run.started(command, checkpoint):`` around the trainer's command: entering starts (or continues)
 the run on global rank 0; leaving maps the way out to FINISHED, FAILED or KILLED (Ctrl-C, SIGTERM). Store calls
-after the start are made off the training thread (``background.py``), and the end waits for them at most
-``end_timeout_s``: a full disk or a server that stops answering never stops a training or hangs it.
+after the start go through the run's journal and off the training thread (``outbox.py``), and the end waits for
+them at most ``end_timeout_s``: a full disk or a server that stops answering never stops a training or hangs it.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,10 +25,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .background import MetricSender, Uploads
+from .background import MetricSender
 from .checkpoints import run_id
-from .journal import JOURNAL, Journal
 from .liveness import mark_dead_runs, process_tags, tracking_user
+from .outbox import Outbox
 from .store import StoreDenied, artifact_location, redact
 
 if TYPE_CHECKING:
@@ -91,13 +89,15 @@ class TrackedRun(Callback):
         self.config = config
         self.id: str | None = None  # set on global rank 0 while the run is started
         self.client: MlflowClient | None = None
-        self.sender: MetricSender | None = None
-        self.journal: Journal | None = None  # what the store has not acknowledged yet, in the run's folder
-        self.uploads = Uploads()
+        self.outbox: Outbox | None = None  # what goes to the store after the start, through the run's journal
         self.stopped_by: BaseException | None = None  # a Ctrl-C or SIGTERM the trainer saw (it exits 1 after Ctrl-C)
         self._monitor: Any = None
         self._checkpoints: Any = None  # the trainer's ModelCheckpoint, for the best checkpoint at the end
         self._trained_s, self._began = 0.0, 0.0  # the run's training time before this command; this one's start
+
+    @property
+    def sender(self) -> MetricSender | None:
+        return self.outbox.sender if self.outbox else None
 
     @property
     def folder(self) -> Path:
@@ -170,8 +170,8 @@ class TrackedRun(Callback):
             name = self.settings.run_name or f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
             self.id = client.create_run(experiment_id, tags=resolve_tags(tags), run_name=name).info.run_id
         self.client, self._began = client, time.monotonic()
-        self.journal = Journal(self.folder / JOURNAL)
-        self.sender = MetricSender(client, self.id, self.settings.flush_interval_s, logged_through, self.journal)
+        interval = self.settings.flush_interval_s
+        self.outbox = Outbox(client, self.id, self.experiment, self.uri, self.folder, interval, logged_through)
         if self.settings.system_metrics:
             self._start_system_metrics(resume=continue_run is not None)
         self.log_text(self.config, "config.yaml")
@@ -232,35 +232,12 @@ class TrackedRun(Callback):
             log.warning("system metrics are off: %s", error)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        """Upload ``text`` as ``artifact_file`` (global rank 0, while the run is started); until the store has it,
-        it is a file in the run's folder, named in the journal."""
-        folder = Path(tempfile.mkdtemp(prefix="unsent-", dir=self.folder))
-        target = folder / artifact_file
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        self.log_artifacts(folder, None, what=artifact_file)
+        """Upload ``text`` as ``artifact_file`` (global rank 0, while the run is started), through the journal."""
+        self.outbox.log_text(text, artifact_file)
 
-    def log_artifacts(self, local_dir: Path, artifact_path: str | None, what: str | None = None) -> None:
-        """Upload ``local_dir`` (this run takes it over) as ``artifact_path``; deleted once the store has it, kept
-        and named in the journal (``make replay``) while it has not."""
-        self.journal.file_to_upload(local_dir, artifact_path)
-
-        def upload() -> None:
-            self.client.log_artifacts(self.id, str(local_dir), artifact_path)
-            self.journal.acknowledge(file=str(local_dir))
-            shutil.rmtree(local_dir, ignore_errors=True)
-
-        self.uploads.add(what or artifact_path or str(local_dir), upload)
-
-    def _set_tag(self, key: str, value: str) -> None:
-        """Set a tag of the run in the background, through the journal."""
-        self.journal.tag(key, value)
-
-        def call() -> None:
-            self.client.set_tag(self.id, key, value)
-            self.journal.acknowledge(tag=key)
-
-        self.uploads.add(f"the {key} tag", call)
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None) -> None:
+        """Upload ``local_dir`` (this run takes it over) as ``artifact_path``, through the journal."""
+        self.outbox.log_artifacts(local_dir, artifact_path)
 
     # ---- what the run sees of the training, as a callback -----------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -303,56 +280,17 @@ class TrackedRun(Callback):
     def _end(self, status: str) -> None:
         """Upload the best checkpoint and mark the run ``status``, within ``end_timeout_s`` whatever the store does."""
         deadline = time.monotonic() + self.settings.end_timeout_s
-        keeper = self._checkpoints
+        keeper, outbox = self._checkpoints, self.outbox
         path = (keeper.best_model_path or keeper.last_model_path) if keeper is not None else ""
-        self.journal.status(status)  # first: a SIGKILL during the uploads below still leaves it for `make replay`
+        outbox.journal.status(status)  # first: a SIGKILL during the uploads below still leaves it for `make replay`
         if self.settings.log_checkpoints and path and Path(path).exists():
-            self.journal.file_to_upload(path, "checkpoints")
-
-            def upload_checkpoint() -> None:
-                self.client.log_artifact(self.id, path, "checkpoints")
-                self.journal.acknowledge(file=path)
-
-            self.uploads.add(f"checkpoint {path}", upload_checkpoint)
-            self._set_tag("best_checkpoint", _shown(Path(path)))
+            outbox.log_artifact(path, "checkpoints", f"checkpoint {path}")
+            outbox.set_tag("best_checkpoint", _shown(Path(path)))
         if self._monitor is not None:
-            self.uploads.add("system metrics", self._monitor.finish)
+            outbox.uploads.add("system metrics", self._monitor.finish)
         spent = f"{self._trained_s + time.monotonic() - self._began:.0f}"  # not the idle time before a resume
-        self._set_tag(TRAINING_TIME, spent)
-        unsent = self.sender.flush(max(0.0, deadline - time.monotonic()))
-        if unsent:
-            self._save_unsent(unsent)
-        not_uploaded = self.uploads.failed + self.uploads.wait(max(0.0, deadline - time.monotonic()))
-        if not_uploaded:
-            note = ", ".join(not_uploaded)
-            self._set_tag("upload_failures", note)
-            log.warning("not uploaded to MLflow run %s: %s", self.id, note)
-
-        def set_status() -> None:
-            self.client.set_terminated(self.id, status)
-            self.journal.acknowledge(status=True)
-
-        self.uploads.add(f"the run status ({status})", set_status)
-        late = self.uploads.wait(max(0.0, deadline - time.monotonic()))
-        if late:
-            log.error(
-                "MLflow (%s) did not answer within %.0f s; run %s stays RUNNING there (`make runs` shows its process "
-                "as gone)",
-                redact(self.uri), self.settings.end_timeout_s, self.id,
-            )  # fmt: skip
-        left = self.journal.pending
-        if not self.journal.close():
-            what = f"{len(left.metrics)} metric values, {len(left.params)} params, {len(left.tags)} tags, "
-            what += f"{len(left.files)} files{', the status' if left.status else ''}"
-            log.error("MLflow run %s has not received %s; they are in %s: `make replay RUN=%s` sends them",
-                      self.id, what, self.journal.path, self.id)  # fmt: skip
-
-    def _save_unsent(self, rows: list[tuple[str, float, int, int]]) -> None:
-        path = self.folder / "unsent_metrics.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", newline="") as f:
-            csv.writer(f).writerows(rows)
-        log.error("could not send %d metrics to MLflow (%s); they are saved in %s", len(rows), self.sender.error, path)
+        outbox.set_tag(TRAINING_TIME, spent)
+        outbox.end(status, self.settings.end_timeout_s, deadline)
 
 
 def _shown(path: Path) -> str:
