@@ -148,9 +148,16 @@ def open_prepared(data: SpecDataModule, location: str) -> dict[str, Any]:
 
 
 def streaming_loader(
-    location: str, split: str, item: Any, collate: Any, batch_size: int, workers: int, shuffle: bool, seed: int
-) -> Any:
-    """LitData's loader over one prepared split: shuffled shards dealt to ranks and workers, resumable."""
+    location: str, split: str, item: Any, collate: Any, batch_size: int, workers: int, shuffle: bool, seed: int,
+    count: int, ranks: int,
+) -> Any:  # fmt: skip
+    """LitData's loader over one prepared split: shuffled shards dealt to ranks and workers, resumable.
+
+    LitData deals whole batches to each rank's loader workers, so a validation split smaller than a batch per
+    worker would leave a rank with nothing (Lightning then stops): evaluation batches shrink to fit instead.
+    """
+    if not shuffle:
+        batch_size = max(1, min(batch_size, count // (max(1, ranks) * max(1, workers))))
     litdata = _litdata()
     dataset = litdata.StreamingDataset(
         f"{location.rstrip('/')}/{split}", shuffle=shuffle, seed=seed, transform=item, drop_last=shuffle

@@ -305,7 +305,10 @@ class SpeechDataModule(SpecDataModule):
         item = SpeechRecord(features, train and hp.spec_augment)
         collate = Collate(list(self.spec.vocab))
         workers = loader_workers(hp.num_workers)
-        loader = streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        count, ranks = self._prepared["counts"][split], self.trainer.world_size if self.trainer is not None else 1
+        loader = streaming_loader(
+            hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed, count=count, ranks=ranks
+        )
         return self.resumable(loader) if train else loader
 
     def _loader(self, split: str, train: bool) -> DataLoader:

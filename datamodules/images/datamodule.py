@@ -267,7 +267,10 @@ class ImageCaptionDataModule(SpecDataModule):
         hp = self.hparams
         item = CaptionRecord(list(self.spec.vocab), self._transform(train), hp.max_caption_length, train)
         workers = loader_workers(hp.num_workers)
-        loader = streaming_loader(hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed)
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        loader = streaming_loader(
+            hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed, count=count, ranks=ranks
+        )
         return self.resumable(loader) if train else loader
 
     def _loader(self, split: str, train: bool) -> DataLoader:
