@@ -253,8 +253,6 @@ def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     split = argv.index("--") if "--" in argv else len(argv)
     options, fit_args = parser.parse_args(argv[:split]), argv[split + 1 :]
-    if options.command == "run":
-        start_forkserver(options.task)  # the trials' imports, while this process reads the space and the study
     try:
         if options.command == "report":
             return report(options.task, options.name)
@@ -266,6 +264,8 @@ def main(args: list[str] | None = None) -> None:
         space = read_space(space_file, fit_args or ["--config", f"configs/{options.task}.yaml"], options.task)
         uri = tracking_uri()
         prepare_store(uri)
+        if options.command == "run":  # the trials' imports, while this process opens the study (input is good now)
+            start_forkserver(options.task)
         sweep = Sweep(options.task, options.name, space, options.trials, uri)
         if options.command == "create":
             sweep.open()
