@@ -45,7 +45,9 @@ def log_results(sweep: Sweep, study: optuna.Study) -> None:
     """The parent run's best trial and values (tags, a metric), the best config, trials.csv and the plots."""
     best, client, parent = study.best_trial, sweep.runs.client, sweep.runs.parent
     client.set_tag(parent, "best.trial", str(best.number))
-    client.log_metric(parent, f"best/{sweep.space.objective}", best.value, step=best.number)
+    key = f"best/{sweep.space.objective}"  # its worker logged it when the trial ended, unless killed right then
+    if best.number not in {m.step for m in client.get_metric_history(parent, key)}:
+        client.log_metric(parent, key, best.value, step=best.number)
     for key, value in best.params.items():
         client.set_tag(parent, f"best.{key}", str(value))
     client.log_artifact(parent, str(sweep.best_file), "sweep")
