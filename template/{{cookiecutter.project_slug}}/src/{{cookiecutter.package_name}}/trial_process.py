@@ -1,7 +1,7 @@
 """A sweep trial's process: ``python -m <package> fit ...``, a process of its own that starts in a fraction of a second.
 
-A fresh Python spends seconds importing torch, Lightning and MLflow before a trial trains: on a one-minute trial,
-a quarter of the sweep. The sweep starts one multiprocessing forkserver that imports those modules once
+A fresh Python spends 7-14 s, mostly importing torch, Lightning and MLflow, before a trial trains: a fifth of a
+one-minute trial (``bench/sweep.py``). The sweep starts one multiprocessing forkserver that imports those modules once
 (``set_forkserver_preload``); each trial is a new fork of it. Every trial still starts from the same clean state
 (the forkserver never trains), so one trial's crash, NaN or ``kill -9`` stays in its own process, and the command
 runs in it exactly as ``python -m <package>`` runs it from a shell (``runpy``: DDP launches its other ranks from
@@ -43,8 +43,7 @@ FRESH = "SWEEP_FRESH_PYTHON"
 
 
 def start_forkserver(task: str) -> None:
-    """Start the forkserver for trials of ``task`` now: its imports take seconds, while the sweep reads its space
-    and opens its study."""
+    """Start the forkserver for trials of ``task`` now: its imports take seconds, while the sweep opens its study."""
     from multiprocessing import forkserver
 
     parts = (TASKS[task].model, TASKS[task].data) if task in TASKS else ()
