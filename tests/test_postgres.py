@@ -186,6 +186,71 @@ def test_a_database_restart_while_trainings_log_loses_nothing(team_project, serv
     assert metric_rows_twice(database) == []
 
 
+SWEEP_SPACE = """
+epochs: 2
+sampler: {class: RandomSampler, seed: 0}
+pruner: {class: PercentilePruner, percentile: 1.0, n_startup_trials: 1, n_warmup_steps: 0}
+params:
+  model.init_args.lr: {type: float, low: 0.001, high: 0.02, log: true}
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_of_two_workers_on_postgresql_nests_every_trial_once_with_every_step(
+    team_project, server, database, tmp_path
+):
+    """A sweep of 2 workers against the server: one parent, each trial's child run once under it, its status as
+    the study has it (trial 1 crashes; a harsh pruner stops some), and every metric step of every child there."""
+    from mlflow import MlflowClient
+    from optuna import load_study
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    (tmp_path / "space.yaml").write_text(SWEEP_SPACE)
+    command = [sys.executable, "-m", f"{PACKAGE}.sweep", "run", "forecasting", "--name", "pg", "--trials", "4",
+               "--workers", "2", "--space", str(tmp_path / "space.yaml"), "--", *TINY,
+               "--tracking.system_metrics", "false", "--trainer.callbacks+=faults.RaiseInTrial"]  # fmt: skip
+    env = project_env(team_project, MLFLOW_TRACKING_URI=server, PYTHONPATH=str(TESTS), FAULT_TRIAL="1")
+    result = subprocess.run(command, cwd=team_project, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    journal = JournalStorage(JournalFileBackend(str(team_project / "sweeps" / "forecasting-pg.journal")))
+    study = load_study(study_name="forecasting-pg", storage=journal)
+    trials = {t.number: t for t in study.trials}
+    assert sorted(trials) == [0, 1, 2, 3] and trials[1].state.name == "FAIL", {n: t.state for n, t in trials.items()}
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)), "the two workers ran trials at once"
+
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("forecasting")
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweep.name` = 'pg'", max_results=1000)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_id == study.user_attrs["parent_run"] and parent.info.status == "FINISHED"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(kids) == len(runs) - 1, "every run of the sweep is its parent or a child of it"
+    numbers = sorted(int(r.data.tags["sweep.trial"]) for r in kids)
+    assert numbers == [0, 1, 2, 3], numbers  # one child per trial: none lost, none twice
+    for run in kids:
+        trial = trials[int(run.data.tags["sweep.trial"])]
+        state = trial.state.name
+        assert run.info.status == ("FAILED" if state == "FAIL" else "FINISHED"), (trial.number, run.info.status)
+        assert run.data.tags["sweep.state"].startswith(state), (trial.number, run.data.tags["sweep.state"])
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["model.init_args.lr"])
+        assert f"sweep/trial-{trial.number}.log" in {a.path for a in client.list_artifacts(run.info.run_id, "sweep")}
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert len(steps) == len(set(steps)), (trial.number, steps)
+        if state == "FAIL":  # raised at step 2 of its first epoch: what it logged before is there
+            assert steps and set(steps) <= set(range(TRAIN_STEPS)), (trial.number, steps)
+            continue
+        epochs = trial.user_attrs["pruned_at_epoch"] + 1 if state == "PRUNED" else 2
+        assert sorted(steps) == list(range(epochs * TRAIN_STEPS)), (trial.number, state, steps)
+        assert len(client.get_metric_history(run.info.run_id, "val/loss")) == epochs, (trial.number, state)
+    complete = sorted(n for n, t in trials.items() if t.state.name == "COMPLETE")
+    assert complete, "no trial completed"
+    parent_steps = sorted(m.step for m in client.get_metric_history(parent.info.run_id, "trial/val/loss"))
+    assert parent_steps == complete, (parent_steps, complete)  # one point per complete trial, from both workers
+    assert metric_rows_twice(database) == []
+
+
 @pytest.mark.slow
 def test_db_upgrade_backs_up_with_pg_dump_first(team_project, server, database):
     result = run_make(team_project, "mlflow-db-upgrade", f"BACKEND={database.uri()}", timeout=300)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,12 +168,11 @@ class Browser:
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
-async def check_ui(
-    uri: str, ui: str, experiment: str, metric: str, screenshot: Path, timeout_s: float, overview: Overview | None
-) -> None:
+@contextlib.asynccontextmanager
+async def opened_browser() -> AsyncIterator[Browser]:
+    """Headless Chromium with one page, driven over DevTools; stopped (and its profile removed) afterwards."""
     import aiohttp
 
-    experiment_id, run_id, run_name, note = newest_run(uri, experiment)
     profile = tempfile.mkdtemp(prefix="ui-check-chromium-")
     chromium = subprocess.Popen(
         [find_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -191,31 +192,38 @@ async def check_ui(
             targets = await (await session.get(f"http://127.0.0.1:{port}/json/list")).json()
             page = next(t for t in targets if t["type"] == "page")
             async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                browser = Browser(ws)
-                try:
-                    # the experiment's page as the project links to it (`make mlflow-ui`, a run's first line): in the
-                    # training view, which MLflow 3.17 keeps per browser (its GenAI view is the default)
-                    await browser.call("Page.navigate", url=f"{ui}/#/experiments/{experiment_id}{ML_VIEW}")
-                    text = "document.body.innerText.includes(%s)"
-                    await browser.wait_until(text % json.dumps(experiment), f"experiment {experiment!r}", timeout_s)
-                    await browser.wait_until(TRAINING_VIEW, "the training view (not the GenAI one)", timeout_s)
-                    await browser.wait_until(text % json.dumps(run_name), f"run {run_name!r} in its list", timeout_s)
-                    if await browser.evaluate(text % json.dumps("Evaluation runs")):
-                        raise UICheckFailed("the experiment opened with the GenAI sidebar (Evaluation runs)")
-                    run_page = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics{ML_VIEW}"
-                    await browser.call("Page.navigate", url=run_page)
-                    await browser.wait_until(text % json.dumps(run_name), f"the page of run {run_name!r}", timeout_s)
-                    await browser.wait_until(CHART_DRAWN % json.dumps(metric), f"a drawn {metric} chart", timeout_s)
-                    print(f"UI check passed: experiment {experiment!r}, run {run_name!r} ({run_id}), {metric} chart")
-                finally:
-                    await browser.screenshot(screenshot)
-                    print(f"screenshot: {screenshot.resolve()}")
-                if overview is not None:
-                    run = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}{ML_VIEW}"
-                    await check_overview(browser, run, note, overview)
+                yield Browser(ws)
     finally:
         stop(chromium)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+async def check_ui(
+    uri: str, ui: str, experiment: str, metric: str, screenshot: Path, timeout_s: float, overview: Overview | None
+) -> None:
+    experiment_id, run_id, run_name, note = newest_run(uri, experiment)
+    async with opened_browser() as browser:
+        try:
+            # the experiment's page as the project links to it (`make mlflow-ui`, a run's first line): in the
+            # training view, which MLflow 3.17 keeps per browser (its GenAI view is the default)
+            await browser.call("Page.navigate", url=f"{ui}/#/experiments/{experiment_id}{ML_VIEW}")
+            text = "document.body.innerText.includes(%s)"
+            await browser.wait_until(text % json.dumps(experiment), f"experiment {experiment!r}", timeout_s)
+            await browser.wait_until(TRAINING_VIEW, "the training view (not the GenAI one)", timeout_s)
+            await browser.wait_until(text % json.dumps(run_name), f"run {run_name!r} in its list", timeout_s)
+            if await browser.evaluate(text % json.dumps("Evaluation runs")):
+                raise UICheckFailed("the experiment opened with the GenAI sidebar (Evaluation runs)")
+            run_page = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics{ML_VIEW}"
+            await browser.call("Page.navigate", url=run_page)
+            await browser.wait_until(text % json.dumps(run_name), f"the page of run {run_name!r}", timeout_s)
+            await browser.wait_until(CHART_DRAWN % json.dumps(metric), f"a drawn {metric} chart", timeout_s)
+            print(f"UI check passed: experiment {experiment!r}, run {run_name!r} ({run_id}), {metric} chart")
+        finally:
+            await browser.screenshot(screenshot)
+            print(f"screenshot: {screenshot.resolve()}")
+        if overview is not None:
+            run = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}{ML_VIEW}"
+            await check_overview(browser, run, note, overview)
 
 
 async def check_overview(browser: Browser, page: str, note: str, overview: Overview) -> None:
@@ -256,29 +264,37 @@ def main() -> None:
     args = parser.parse_args()
     overview = Overview(args.overview, args.expect, args.timeout, args.search, tuple(args.forbid))
     overview = overview if args.overview else None
-    uri = args.tracking_uri
-    server = None
+    ui = args.tracking_uri
     try:
-        if uri.startswith(("http://", "https://")):
-            ui = uri.rstrip("/")
-        else:
-            port = free_port()
-            ui = f"http://127.0.0.1:{port}"
-            mlflow = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--workers", "1"]
-            server = subprocess.Popen(
-                [*mlflow, "--host", "127.0.0.1", "--port", str(port)],
-                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # GenAI job workers: not needed
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        wait_for_http(f"{ui}/health", server, args.timeout)
-        asyncio.run(check_ui(uri, ui, args.experiment, args.metric, args.screenshot, args.timeout, overview))
+        with served(args.tracking_uri, args.timeout) as ui:
+            asyncio.run(check_ui(args.tracking_uri, ui, args.experiment, args.metric, args.screenshot, args.timeout,
+                                 overview))  # fmt: skip
     except UICheckFailed as error:
         raise SystemExit(f"ERROR: UI check failed at {ui}: {error}") from None
+
+
+@contextlib.contextmanager
+def served(uri: str, timeout_s: float) -> Iterator[str]:
+    """The UI of ``uri``: a server's own, or `mlflow server` on a SQLite store on a free port (stopped after)."""
+    if uri.startswith(("http://", "https://")):
+        wait_for_http(f"{uri.rstrip('/')}/health", None, timeout_s)
+        yield uri.rstrip("/")
+        return
+    port = free_port()
+    ui = f"http://127.0.0.1:{port}"
+    mlflow = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--workers", "1"]
+    server = subprocess.Popen(
+        [*mlflow, "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # GenAI job workers: not needed
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_http(f"{ui}/health", server, timeout_s)
+        yield ui
     finally:
-        if server is not None:
-            stop(server)
+        stop(server)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ rank, where DDP's other ranks may not have it, and stops ranks one by one: a han
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -15,21 +16,22 @@ GO_ON, PRUNE, DIVERGED = 0, 1, 2
 
 
 class TrialPruning(Callback):
-    """Reports ``monitor`` to Optuna trial ``trial_id`` of study ``study`` in the journal file ``storage``."""
+    """Reports ``monitor`` to Optuna trial ``trial_id`` of study ``study`` in the journal file ``storage``, whose
+    ``pruner`` (``{"class": "MedianPruner", ...}``) decides."""
 
-    def __init__(self, storage: str, study: str, trial_id: int, monitor: str) -> None:
-        self.storage, self.study, self.trial_id, self.monitor = storage, study, trial_id, monitor
+    def __init__(self, storage: str, study: str, trial_id: int, monitor: str, pruner: dict[str, Any]) -> None:
+        self.storage, self.study, self.trial_id, self.monitor, self.pruner = storage, study, trial_id, monitor, pruner
         self.trial = None  # global rank 0 only: the only process that talks to the study
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.is_global_zero and self.trial is None:
             import optuna
 
-            from .sweep import open_storage, pruner_of
+            from .study import open_storage, pruner_of
 
-            storage = open_storage(self.storage)
-            attrs = optuna.load_study(study_name=self.study, storage=storage).user_attrs
-            study = optuna.load_study(study_name=self.study, storage=storage, pruner=pruner_of(attrs["pruner"]))
+            study = optuna.load_study(
+                study_name=self.study, storage=open_storage(self.storage), pruner=pruner_of(self.pruner)
+            )  # once: each load reads the whole journal
             self.trial = optuna.trial.Trial(study, self.trial_id)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
