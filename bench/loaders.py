@@ -71,22 +71,36 @@ def raw_images(files: list[Path], size: int) -> float:
     from torchvision.io import decode_image
     from torchvision.transforms import v2
 
-    start = time.perf_counter()
-    for f in files:
-        v2.functional.resize(decode_image(str(f)), [size, size], antialias=True)
-    return len(files) / (time.perf_counter() - start)
+    def chain() -> None:
+        for f in files:
+            v2.functional.resize(decode_image(str(f)), [size, size], antialias=True)
+
+    return best_of(chain, len(files))
 
 
 def raw_audio(files: list[Path], features) -> float:
     import torchaudio
 
     resample = torchaudio.transforms.Resample(44_100, 16_000)
-    start = time.perf_counter()
-    for f in files:
-        data, _ = sf.read(str(f), dtype="float32")
-        audio = resample(torch.from_numpy(data))
-        features(audio[None], torch.tensor([audio.numel()]))
-    return len(files) / (time.perf_counter() - start)
+
+    def chain() -> None:
+        for f in files:
+            data, _ = sf.read(str(f), dtype="float32")
+            audio = resample(torch.from_numpy(data))
+            features(audio[None], torch.tensor([audio.numel()]))
+
+    return best_of(chain, len(files))
+
+
+def best_of(chain, items: int, passes: int = 2) -> float:
+    """Items/s of the best of ``passes`` passes after a first one, as ``rate`` measures the loaders."""
+    best = 0.0
+    for i in range(passes + 1):
+        start = time.perf_counter()
+        chain()
+        if i:
+            best = max(best, items / (time.perf_counter() - start))
+    return best
 
 
 def report(name: str, raw: float, make, prepared_dir: Path, prepare) -> None:
@@ -96,8 +110,8 @@ def report(name: str, raw: float, make, prepared_dir: Path, prepare) -> None:
     start = time.perf_counter()
     prepare(data, prepared_dir, 2)
     items = sum(json_counts(prepared_dir).values())
-    rate = items / (time.perf_counter() - start)
-    print(f"{name}: preparation (2 workers, their start-up included) {rate:.1f} items/s ({rate / raw:.2f}x raw)")
+    speed = items / (time.perf_counter() - start)
+    print(f"{name}: preparation (2 workers, their start-up included) {speed:.1f} items/s ({speed / raw:.2f}x raw)")
     for source in ("files", "prepared"):
         rates = {}
         for workers in WORKERS:
