@@ -22,22 +22,6 @@ PACKAGE = "demo_project"
 ALL_TASKS = {"image_captioning": True, "price_forecasting": True, "speech_transcription": True}
 
 
-# The test files that take longest, longest first (their test times in one `make test` on 2 cores): pytest-xdist hands
-# each worker a whole file at a time in collection order, so a long file collected last runs alone on one core while
-# the other waits (the suite used 1.5 of its 2 cores with the files in alphabetical order). Others follow, unchanged.
-LONGEST_FIRST = (
-    "test_sweep.py", "test_prepared.py", "test_security.py", "test_distributed.py", "test_team_server.py",
-    "test_faults.py", "test_forecasting.py", "test_demo.py", "test_postgres.py", "test_mlflow_server.py",
-    "test_pretrained.py", "test_mlflow_ui.py", "test_captioning.py", "test_project.py", "test_slurm.py",
-    "test_transcription.py", "test_install.py",
-)  # fmt: skip
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
-
-
 def bake(output_dir: Path, template: str | Path = REPO, **context: object) -> Path:
     """Generate a project without prompts and return its folder."""
     extra = {"project_name": "Demo Project", **ALL_TASKS, **context}
