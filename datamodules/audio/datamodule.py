@@ -298,14 +298,14 @@ class SpeechDataModule(SpecDataModule):
         return {"sample_rate": self.sample_rate, **{name: hp[name] for name in names}}
 
     def _streamed(self, split: str, train: bool) -> Any:
-        hp = self.hparams
-        if not self._prepared["counts"].get(split):
+        hp, count = self.hparams, self._prepared["counts"].get(split, 0)
+        if not count:
             raise DataError(f"data.prepared {hp.prepared!r} has no {split} split")
         features = self.features if hp.features_on == "datamodule" else None
         item = SpeechRecord(features, train and hp.spec_augment)
         collate = Collate(list(self.spec.vocab))
         workers = loader_workers(hp.num_workers)
-        count, ranks = self._prepared["counts"][split], self.trainer.world_size if self.trainer is not None else 1
+        ranks = self.trainer.world_size if self.trainer is not None else 1
         loader = streaming_loader(
             hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed, count=count, ranks=ranks
         )
