@@ -370,6 +370,40 @@ def test_resampling_keeps_duration_and_pitch(audio, tmp_path, rate, channels):
     assert abs(wave[2000:-2000].abs().max().item() - expected) < 0.02
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [(np.nan, "NaN or infinite"), (-np.inf, "NaN or infinite"), (np.inf, "NaN or infinite"), (-2000.0, "up to 2e+03")],
+)
+def test_each_bad_sample_is_found_wherever_it_is(package, bad, message):
+    problem = importlib.import_module(f"{package.__name__}.datamodules.audio.decode").samples_problem
+    samples = np.sin(np.arange(8000, dtype="float32") / 5)[:, None]
+    assert problem(samples) is None and problem(samples[:0]) is None
+    for where in (0, 4321, 7999):
+        broken = samples.copy()
+        broken[where] = bad
+        assert message in problem(broken)
+
+
+def test_spec_augment_masks_whole_bands_and_steps_within_its_widths(package):
+    features = importlib.import_module(f"{package.__name__}.datamodules.audio.features")
+    pipeline = features.FeaturePipeline(16000, n_mels=40, freq_mask=6, time_mask=8, n_masks=2)
+    torch.manual_seed(0)
+    audio = torch.randn(3, 16000) * 0.1
+    lengths = torch.tensor([16000, 12000, 8000])
+    clean, frames = pipeline(audio, lengths)
+    for _ in range(20):
+        masked, _ = pipeline(audio, lengths, augment=True)
+        changed = (masked != clean) & (clean != 0)  # (B, T, n_mels); the padding stays 0 either way
+        assert ((masked == clean) | (masked == 0)).all()
+        for row in range(3):
+            zeroed = changed[row, : frames[row]]
+            steps, bands = zeroed.all(dim=1), zeroed.all(dim=0)  # steps with every band zeroed, and bands
+            assert (zeroed == (steps[:, None] | bands[None, :])).all()  # nothing else is touched
+            assert steps.sum() <= 2 * 7 and bands.sum() <= 2 * 5  # two spans each, narrower than its limit
+    augmented = torch.stack([pipeline(audio, lengths, augment=True)[0] for _ in range(20)])
+    assert (augmented == 0).float().mean() > (clean == 0).float().mean()  # it does mask
+
+
 def test_batches_are_grouped_by_length(audio):
     lengths = [float(x) for x in torch.rand(200, generator=torch.Generator().manual_seed(0)) * 10]
     sampler = audio.LengthGroupedSampler(lengths, batch_size=10, shuffle=True, seed=0)
