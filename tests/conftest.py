@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forked
 import pytest
 from cookiecutter.main import cookiecutter
 
@@ -46,9 +47,12 @@ def project_env(project: Path, **extra: str) -> dict[str, str]:
 
 
 def _run(command: list[str], project: Path, timeout: float, check: bool, env: dict[str, str]):
-    result = subprocess.run(
-        command, cwd=project, env=project_env(project, **env), capture_output=True, text=True, timeout=timeout
-    )
+    if command[:2] == [sys.executable, "-m"]:  # started as a fork of a Python that has imported torch and MLflow
+        result = forked.run(command[2], command[3:], project, project_env(project, **env), timeout)
+    else:
+        result = subprocess.run(
+            command, cwd=project, env=project_env(project, **env), capture_output=True, text=True, timeout=timeout
+        )
     if check and result.returncode != 0:
         raise AssertionError(
             f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-6000:]}"
@@ -57,7 +61,7 @@ def _run(command: list[str], project: Path, timeout: float, check: bool, env: di
 
 
 def run_cli(project: Path, *args: str, timeout: float = 600, check: bool = True, **env: str):
-    """Run ``python -m demo_project ARGS`` in the project, as a user would (a subprocess)."""
+    """Run ``python -m demo_project ARGS`` in the project, as a user would: a process of its own (``forked.py``)."""
     return _run([sys.executable, "-m", PACKAGE, *args], project, timeout, check, env)
 
 
