@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .common import DataError, SpecDataModule
+from .common import DataError, SpecDataModule, loader_workers
 
 log = logging.getLogger(__name__)
 MANIFEST = "prepared.json"
@@ -145,6 +145,23 @@ def open_prepared(data: SpecDataModule, location: str) -> dict[str, Any]:
                 "use the data it was trained on, or train a new model"
             )
     return manifest
+
+
+def split_loader(
+    data: SpecDataModule, prepared: dict[str, Any], split: str, item: Any, collate: Any, train: bool
+) -> Any:
+    """The loader of one split of ``data.prepared`` with ``data``'s settings: a split the preparation lacks is
+    refused by name, evaluation batches fit this job's ranks, and the training loader resumes where it stopped."""
+    hp = data.hparams
+    count = prepared["counts"].get(split, 0)
+    if not count:
+        raise DataError(f"data.prepared {hp.prepared!r} has no {split} split")
+    ranks = data.trainer.world_size if data.trainer is not None else 1
+    workers = loader_workers(hp.num_workers)
+    loader = streaming_loader(
+        hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed, count=count, ranks=ranks
+    )
+    return data.resumable(loader) if train else loader
 
 
 def streaming_loader(

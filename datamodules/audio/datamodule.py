@@ -26,7 +26,7 @@ from ..common import (
     loader_workers,
     split_by_group,
 )
-from ..prepared import open_prepared, pin_memory, streaming_loader
+from ..prepared import open_prepared, pin_memory, split_loader
 from .dataset import Collate, LengthGroupedSampler, PreparedAudio, SpeechDataset, SpeechRecord
 from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
@@ -298,18 +298,9 @@ class SpeechDataModule(SpecDataModule):
         return {"sample_rate": self.sample_rate, **{name: hp[name] for name in names}}
 
     def _streamed(self, split: str, train: bool) -> Any:
-        hp, count = self.hparams, self._prepared["counts"].get(split, 0)
-        if not count:
-            raise DataError(f"data.prepared {hp.prepared!r} has no {split} split")
-        features = self.features if hp.features_on == "datamodule" else None
-        item = SpeechRecord(features, train and hp.spec_augment)
-        collate = Collate(list(self.spec.vocab))
-        workers = loader_workers(hp.num_workers)
-        ranks = self.trainer.world_size if self.trainer is not None else 1
-        loader = streaming_loader(
-            hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed, count=count, ranks=ranks
-        )
-        return self.resumable(loader) if train else loader
+        features = self.features if self.hparams.features_on == "datamodule" else None
+        item = SpeechRecord(features, train and self.hparams.spec_augment)
+        return split_loader(self, self._prepared, split, item, Collate(list(self.spec.vocab)), train)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self._prepared is not None and split != "predict":

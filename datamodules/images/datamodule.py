@@ -27,7 +27,7 @@ from ..common import (
     loader_workers,
     split_by_group,
 )
-from ..prepared import open_prepared, pin_memory, streaming_loader
+from ..prepared import open_prepared, pin_memory, split_loader
 from .dataset import CaptionDataset, CaptionRecord, PreparedImage, collate
 from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
 from .files import CAPTION_FILES, READERS, detect_format, image_root, inside
@@ -261,17 +261,8 @@ class ImageCaptionDataModule(SpecDataModule):
         return {"image_size": self.image_size, **{name: hp[name] for name in names}}
 
     def _streamed(self, split: str, train: bool) -> Any:
-        count = self._prepared["counts"].get(split, 0)
-        if not count:
-            raise DataError(f"data.prepared {self.hparams.prepared!r} has no {split} split")
-        hp = self.hparams
-        item = CaptionRecord(list(self.spec.vocab), self._transform(train), hp.max_caption_length, train)
-        workers = loader_workers(hp.num_workers)
-        ranks = self.trainer.world_size if self.trainer is not None else 1
-        loader = streaming_loader(
-            hp.prepared, split, item, collate, hp.batch_size, workers, train, hp.seed, count=count, ranks=ranks
-        )
-        return self.resumable(loader) if train else loader
+        item = CaptionRecord(list(self.spec.vocab), self._transform(train), self.hparams.max_caption_length, train)
+        return split_loader(self, self._prepared, split, item, collate, train)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self._prepared is not None:
