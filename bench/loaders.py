@@ -3,8 +3,10 @@
 On a corpus it writes (photo-size 1600x1200 JPEGs with captions, 10 s 44.1 kHz WAVs with transcripts), prints one
 line per figure, each a ratio against the raw chain measured in the same run: items/s of the raw chain (decode +
 resize, or read + resample + log-mel, in one process), of our training loader from the files and from prepared data
-(``make prepare-data``) at 0, 1 and 2 workers, and of the preparation itself. The default run is short (a minute or
-two on 2 cores); OMP_NUM_THREADS=1 as on a shared machine.
+(``make prepare-data``) at 0, 1 and 2 workers, and of the preparation itself. Batches are of the size the task's
+config trains with (captioning 32, transcription 8). The default run is short (a minute or two on 2 cores); the
+figures in the README come from ``--images 960 --clips 320`` (passes long enough that a pass's start, some
+30 ms, does not decide the ratios). OMP_NUM_THREADS=1 as on a shared machine.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def write_clips(folder: Path, count: int) -> Path:
     return folder / "clips.csv"
 
 
-def rate(loader, passes: int = 2) -> float:
+def rate(loader, passes: int = 3) -> float:
     """Items/s of the best of ``passes`` passes over ``loader`` after a first one that starts its (persistent)
     workers: a long training's steady state, not a worker's import of torch."""
     best = 0.0
@@ -92,7 +94,7 @@ def raw_audio(files: list[Path], features) -> float:
     return best_of(chain, len(files))
 
 
-def best_of(chain, items: int, passes: int = 2) -> float:
+def best_of(chain, items: int, passes: int = 3) -> float:
     """Items/s of the best of ``passes`` passes after a first one, as ``rate`` measures the loaders."""
     best = 0.0
     for i in range(passes + 1):
@@ -129,6 +131,12 @@ def json_counts(folder: Path) -> dict[str, int]:
     return json.loads((folder / "prepared.json").read_text())["counts"]
 
 
+def config_batch_size(project: Path, task: str) -> int:
+    import yaml
+
+    return yaml.safe_load((project / "configs" / f"{task}.yaml").read_text())["data"]["init_args"]["batch_size"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40)
@@ -139,6 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         project = bake(root, price_forecasting=False)
+        batch = {task: config_batch_size(project, task) for task in ("captioning", "transcription")}
         sys.path.insert(0, str(project / "src"))
         images = importlib.import_module(f"{PACKAGE}.datamodules.images")
         audio = importlib.import_module(f"{PACKAGE}.datamodules.audio")
@@ -148,13 +157,13 @@ def main() -> None:
 
         def photos(prepared, workers):
             return images.ImageCaptionDataModule(
-                str(captions), image_size=args.size, batch_size=8, num_workers=workers, cache_images=False,
-                val_fraction=0.2, test_fraction=0.0, prepared=prepared,
+                str(captions), image_size=args.size, batch_size=batch["captioning"], num_workers=workers,
+                cache_images=False, val_fraction=0.2, test_fraction=0.0, prepared=prepared,
             )  # fmt: skip
 
         def speech(prepared, workers):
             return audio.SpeechDataModule(
-                str(clips), batch_size=4, num_workers=workers, val_fraction=0.2, test_fraction=0.0,
+                str(clips), batch_size=batch["transcription"], num_workers=workers, val_fraction=0.2, test_fraction=0.0,
                 split_by="utterance", cache_audio_gb=0, prepared=prepared,
             )  # fmt: skip
 
