@@ -1,7 +1,7 @@
 """A Python with torch, Lightning and MLflow imported once, that forks one process per CLI command of a test.
 
 A fresh ``python -m <package>`` spends about 5 s importing those before it reads its arguments: most of what a
-test of a refusal or a short training costs, some 150 times in the suite. ``forked.run`` sends this process a
+test of a refusal or a short training costs, and the suite runs many. ``forked.run`` sends this process a
 command; it forks a child that becomes that command's process, as a shell would start it (its own argv,
 environment, working directory, ``sys.path`` from PYTHONPATH, stdin from /dev/null, stdout and stderr to files,
 thread count from OMP_NUM_THREADS, a process group of its own) and runs the module as ``python -m`` does
@@ -75,7 +75,7 @@ def _become(request: dict) -> None:
         extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
         sys.path[:] = [request["cwd"], *extra, *BASE_PATH]
         importlib.invalidate_caches()
-        _threads(request["env"])
+        _fresh_state(request["env"])
         sys.argv = [request["module"], *request["argv"]]
         code = _run(request["module"])
         threading._shutdown()  # what Python does at exit: wait for the threads that are not daemons
@@ -102,8 +102,9 @@ def _run(module: str) -> int:
     return 0
 
 
-def _threads(env: dict[str, str]) -> None:
-    """OpenMP read OMP_NUM_THREADS when this process loaded it: give torch the command's own setting."""
+def _fresh_state(env: dict[str, str]) -> None:
+    """What a fresh Python would start with: OpenMP read OMP_NUM_THREADS when this process loaded it (torch gets
+    the command's own setting), and numpy's global generator is seeded from the OS."""
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(int(env.get("OMP_NUM_THREADS") or DEFAULT_THREADS))
