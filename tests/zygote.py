@@ -34,11 +34,16 @@ BASE_PATH = sys.path[1:]  # without this script's folder: a command's sys.path i
 DEFAULT_THREADS = os.cpu_count() or 1  # torch's own default replaces it once torch is imported
 
 
-def main() -> None:
-    _die_with(signal.SIGKILL)  # with the pytest worker that started it
+def preload() -> None:
+    """Import what every command imports (``make venv`` runs this too, to write those modules' bytecode)."""
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+
+
+def main() -> None:
+    _die_with(signal.SIGKILL)  # with the pytest worker that started it
+    preload()
     if "torch" in sys.modules:  # started without OMP_NUM_THREADS: what a fresh Python without it would use
         global DEFAULT_THREADS
         DEFAULT_THREADS = sys.modules["torch"].get_num_threads()
