@@ -99,6 +99,29 @@ def test_each_format_gives_leak_free_padded_batches(images, text, small_coco, tm
     assert again.splits == dm.splits and again.spec.vocab == dm.spec.vocab  # deterministic
 
 
+def test_the_training_shift_is_randomcrop_with_edge_padding_in_two_copies(package):
+    """The augmentation gives what torchvision's edge-padded random crop gives, from the same random draws."""
+    import torch
+    from torchvision.transforms import v2
+
+    augment = importlib.import_module(f"{package.__name__}.datamodules.images.augment")
+    for size, padding in ((32, 2), (9, 3), (5, 5), (224, 14)):
+        image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+        crop, shift = v2.RandomCrop(size, padding=padding, padding_mode="edge"), augment.RandomShift(padding)
+        seen = set()
+        for seed in range(40):
+            torch.manual_seed(seed)
+            expected = crop(image)
+            torch.manual_seed(seed)
+            shifted = shift(image)
+            assert shifted.dtype == torch.uint8 and torch.equal(shifted, expected), (size, padding, seed)
+            seen.add(shifted.numpy().tobytes())
+        assert len(seen) > 10  # it does shift, differently each time
+    batch = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(augment.shift(batch, 3, -1)[..., :5], batch[..., 3:])  # leading dimensions pass through
+    assert (augment.shift(batch, -20, -2) == batch[..., :1, :]).all()  # a shift past the edge is the edge row
+
+
 def break_missing_image(coco: Path) -> str:
     (coco.parent / "images" / "00003.png").unlink()
     return "00003.png' does not exist"

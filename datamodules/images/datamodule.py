@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from ..common import (
     BadInputPolicy,
@@ -28,6 +27,7 @@ from ..common import (
     split_by_group,
 )
 from ..prepared import open_prepared, pin_memory, split_loader
+from .augment import RandomShift
 from .dataset import CaptionDataset, CaptionRecord, PreparedImage, collate
 from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
 from .files import CAPTION_FILES, READERS, detect_format, image_root, inside
@@ -135,13 +135,12 @@ class ImageCaptionDataModule(SpecDataModule):
     def image_size(self) -> int:
         return self.spec.image_size if self.spec is not None else self.hparams.image_size
 
-    def _transform(self, train: bool) -> v2.Transform:
+    def _transform(self, train: bool) -> torch.nn.Module:
         """What the loader does to a uint8 image: only the augmentation. Images leave the workers as uint8 (a
         quarter of the bytes of float32 to copy to the GPU); ``on_after_batch_transfer`` normalizes them there."""
-        if train and self.hparams.augment:  # shifts by up to 1/16 of the side; cheap (a crop), unlike an affine warp
-            size = self.image_size
-            return v2.RandomCrop(size, padding=max(1, size // 16), padding_mode="edge")
-        return v2.Identity()
+        if train and self.hparams.augment:  # shifts by up to 1/16 of the side: two copies, unlike a warp
+            return RandomShift(max(1, self.image_size // 16))
+        return torch.nn.Identity()
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """uint8 images -> normalized float on the device the batch was moved to (Lightning calls it there)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from .decode import MAX_PIXELS, read_image
 from .text import BOS, EOS, PAD, UNK, words
@@ -90,7 +90,8 @@ class CaptionRecord:
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack images; pad token sequences with <pad> and keep their lengths."""
-    out: dict[str, Any] = {"image": torch.stack([b["image"] for b in batch]), "file": [b["file"] for b in batch]}
+    # torch's collate stacks straight into shared memory in a loader worker: the batch is not copied there again
+    out: dict[str, Any] = {"image": default_collate([b["image"] for b in batch]), "file": [b["file"] for b in batch]}
     if "tokens" in batch[0]:
         lengths = torch.tensor([len(b["tokens"]) for b in batch])
         tokens = torch.full((len(batch), int(lengths.max())), PAD, dtype=torch.long)
