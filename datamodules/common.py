@@ -7,7 +7,6 @@ import codecs
 import hashlib
 import logging
 import math
-import os
 import unicodedata
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
@@ -110,30 +109,11 @@ def check_positive(**values: float) -> None:
             raise DataError(f"data.{name} must be a positive number, not {value!r}")
 
 
-def check_workers(num_workers: int) -> None:
-    """Loader processes: 0 (load in the training process) up to 4 per CPU; more only fork until the machine stalls."""
-    most = 4 * (os.cpu_count() or 1)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or not 0 <= num_workers <= most:
-        raise DataError(f"data.num_workers is {num_workers!r}; it must be a whole number from 0 to {most} (4 per CPU)")
-
-
 def check_non_negative(**values: float) -> None:
     """Refuse counts below zero (``num_workers: -1``), naming the setting."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise DataError(f"data.{name} must be 0 or more, not {value!r}")
-
-
-def loader_workers(value: int | str) -> int:
-    """``num_workers`` as a number: ``auto`` is the cores of this process's device (all usable cores divided among
-    the GPUs of the node, or all of them without one) minus one for the training loop itself."""
-    if value == "auto":
-        import torch
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(0, cores // max(1, torch.cuda.device_count()) - 1)
-    check_workers(value)
-    return int(value)
 
 
 def check_policy(policy: str) -> None:

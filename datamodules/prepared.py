@@ -23,7 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .common import DataError, SpecDataModule, loader_workers
+from .common import DataError, SpecDataModule
+from .workers import loader_settings, loader_workers
 
 log = logging.getLogger(__name__)
 MANIFEST = "prepared.json"
@@ -179,18 +180,4 @@ def streaming_loader(
     dataset = litdata.StreamingDataset(
         f"{location.rstrip('/')}/{split}", shuffle=shuffle, seed=seed, transform=item, drop_last=shuffle
     )
-    return litdata.StreamingDataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate,
-        persistent_workers=workers > 0,
-        pin_memory=pin_memory(),
-    )
-
-
-def pin_memory() -> bool:
-    """Page-locked batches where there is a GPU to copy them to (asynchronous copies); nothing to gain without."""
-    import torch
-
-    return torch.cuda.is_available()
+    return litdata.StreamingDataLoader(dataset, batch_size=batch_size, collate_fn=collate, **loader_settings(workers))

@@ -122,6 +122,40 @@ def test_the_training_shift_is_randomcrop_with_edge_padding_in_two_copies(packag
     assert (augment.shift(batch, -20, -2) == batch[..., :1, :]).all()  # a shift past the edge is the edge row
 
 
+def test_loader_workers_send_batches_by_name_and_a_killed_training_leaves_none_behind(project, small_coco):
+    """Workers hand batches over by shared-memory name (no connection per tensor); a training killed with a batch
+    in hand and its workers busy leaves nothing in /dev/shm (torch_shm_manager removes it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PACKAGE, project_env
+
+    script = f"""
+import os, psutil
+from {PACKAGE}.datamodules.images import ImageCaptionDataModule
+data = ImageCaptionDataModule({str(small_coco)!r}, image_size=32, batch_size=4, num_workers=2, val_fraction=0.2,
+                              test_fraction=0.2)
+data.setup("fit")
+for step, batch in enumerate(data.train_dataloader()):
+    if step == 2:  # a batch in hand, the next ones on their way
+        workers = [str(p.pid) for p in psutil.Process().children()]
+        print(" ".join(n for n in os.listdir("/dev/shm") if n.split("_")[1:2] and n.split("_")[1] in workers))
+        os.kill(os.getpid(), 9)
+"""
+    killed = subprocess.run([sys.executable, "-c", script], cwd=project, env=project_env(project), text=True,
+                            capture_output=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    names = killed.stdout.split()
+    assert names, "no batch was in shared memory by name: the workers sent file descriptors"
+    deadline = time.monotonic() + 30
+    while (left := [n for n in names if os.path.exists(f"/dev/shm/{n}")]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"left in /dev/shm after the training was killed: {left}"
+
+
 def break_missing_image(coco: Path) -> str:
     (coco.parent / "images" / "00003.png").unlink()
     return "00003.png' does not exist"

@@ -23,10 +23,10 @@ from ..common import (
     data_file_in,
     existing_path,
     list_inputs,
-    loader_workers,
     split_by_group,
 )
-from ..prepared import open_prepared, pin_memory, split_loader
+from ..prepared import open_prepared, split_loader
+from ..workers import loader_settings, loader_workers
 from .dataset import Collate, LengthGroupedSampler, PreparedAudio, SpeechDataset, SpeechRecord
 from .decode import AUDIO_SUFFIXES, UNDECODABLE_SUFFIXES, audio_problem, rate_problem
 from .features import FeaturePipeline
@@ -317,11 +317,8 @@ class SpeechDataModule(SpecDataModule):
         dataset = SpeechDataset(items, self.sample_rate, features, train and hp.spec_augment, cache)
         sampler = LengthGroupedSampler([i.duration for i in items], hp.batch_size, train, hp.seed)
         vocab = list(self.spec.vocab) if split != "predict" else None
-        workers = loader_workers(hp.num_workers)
-        return DataLoader(
-            dataset, batch_size=hp.batch_size, sampler=sampler, num_workers=workers,
-            collate_fn=Collate(vocab), persistent_workers=workers > 0, pin_memory=pin_memory(),
-        )  # fmt: skip
+        settings = loader_settings(hp.num_workers)
+        return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, collate_fn=Collate(vocab), **settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

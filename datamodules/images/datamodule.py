@@ -23,10 +23,10 @@ from ..common import (
     data_file_in,
     existing_path,
     list_inputs,
-    loader_workers,
     split_by_group,
 )
-from ..prepared import open_prepared, pin_memory, split_loader
+from ..prepared import open_prepared, split_loader
+from ..workers import loader_settings, loader_workers
 from .augment import RandomShift
 from .dataset import CaptionDataset, CaptionRecord, PreparedImage, collate
 from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
@@ -281,16 +281,8 @@ class ImageCaptionDataModule(SpecDataModule):
         return self._wrap(dataset, shuffle=train)
 
     def _wrap(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = loader_workers(self.hparams.num_workers)
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            collate_fn=collate,
-            persistent_workers=workers > 0,
-            pin_memory=pin_memory(),
-        )
+        settings = loader_settings(self.hparams.num_workers)
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate, **settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -16,7 +16,8 @@ from typing import Literal
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..common import DataError, SpecDataModule, check_fractions, check_positive, existing_path, loader_workers
+from ..common import DataError, SpecDataModule, check_fractions, check_positive, existing_path
+from ..workers import loader_settings, loader_workers
 from .calendar import future_stamps, labels
 from .files import Series, parse_series, read_table
 from .windows import WindowDataset, _batched
@@ -174,9 +175,8 @@ class PriceDataModule(SpecDataModule):
             self.datasets[split],
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
-            num_workers=loader_workers(self.hparams.num_workers),
-            persistent_workers=loader_workers(self.hparams.num_workers) > 0,
             collate_fn=_batched,
+            **loader_settings(self.hparams.num_workers),
         )
 
     def train_dataloader(self) -> DataLoader:
