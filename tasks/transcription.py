@@ -72,8 +72,8 @@ class SpeechTranscriber(TaskModule):
 
     Args:
         encoder: ``lstm`` (default, fast on CPU), ``gru`` or ``conformer`` (torchaudio), or a pretrained wav2vec 2.0
-            / HuBERT model (``wav2vec2_base``, ``hubert_base``, ...) that reads waveforms: set
-            ``data.features_on: model``.
+            / HuBERT model (``wav2vec2_base``, ``hubert_base``, ...) that reads waveforms (``data.features_on:
+            auto`` gives it them).
         pretrained: torchaudio's weights for that model (downloaded once); ``weights_path``: a local state dict.
             Read only for a new model: a checkpoint carries its weights.
         encoder_layers: keep the lower N transformer layers only (faster); null keeps all.
@@ -162,11 +162,18 @@ class SpeechTranscriber(TaskModule):
         out_dim = self.speech_encoder.out_dim if self.speech_encoder is not None else self.encoder.out_dim
         self.head = nn.Sequential(nn.Dropout(hp.dropout), nn.Linear(out_dim, len(spec.vocab)))
 
+    @property
+    def reads_waveforms(self) -> bool:
+        """A pretrained encoder takes waveforms, not log-mel features: ``data.features_on: auto`` follows it."""
+        return self.speech_encoder is not None
+
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch -> (B, T', vocab) log-probabilities and their lengths."""
         if self.speech_encoder is not None:
             if "audio" not in batch:  # a data setting: the CLI prints it as one ERROR: line
-                raise DataError(f"encoder {self.hparams.encoder} reads waveforms: set data.features_on: model")
+                raise DataError(
+                    f"encoder {self.hparams.encoder} reads waveforms: set data.features_on: model (or auto)"
+                )
             x, lengths = self.speech_encoder(batch["audio"], batch["audio_lengths"])
             return self.head(x).log_softmax(-1), lengths
         if "features" in batch:

@@ -119,7 +119,7 @@ def test_wav2vec2_from_a_saved_state_dict_fine_tunes_and_its_checkpoint_predicts
     torch.save(start, weights)
     model = ["--model.encoder", "wav2vec2_base", "--model.weights_path", str(weights), "--model.encoder_layers", "2"]
     model += ["--model.lr", "0.001", "--model.encoder_lr_scale", "0.5", "--model.layer_lr_decay", "0.8"]
-    data = ["--data.path", str(speech), "--data.features_on", "model", "--data.batch_size", "4"]
+    data = ["--data.path", str(speech), "--data.batch_size", "4"]  # features_on: auto gives it waveforms
     data += ["--data.val_fraction", "0.25", "--data.test_fraction", "0.25"]
     fit = ["fit", "--config", "configs/transcription.yaml", *model, *data, "--trainer.max_epochs", "1"]
     refused = run_cli(project, *fit, "--data.features_on", "datamodule", check=False, timeout=400, **ONE_THREAD)
@@ -138,7 +138,7 @@ def test_wav2vec2_from_a_saved_state_dict_fine_tunes_and_its_checkpoint_predicts
     out = tmp_path / "predictions"
     files = speech / "100" / "1000"
     predict = ["predict", "--config", "configs/transcription.yaml", "--ckpt_path", str(checkpoint)]
-    predict += ["--data.predict_path", str(files), "--data.features_on", "model", "--predictions.output_dir", str(out)]
+    predict += ["--data.predict_path", str(files), "--predictions.output_dir", str(out)]
     run_cli(project, *predict, *NO_TRACKING, **ONE_THREAD)
     rows = pd.read_csv(out / "transcription.csv", keep_default_na=False)
     assert sorted(Path(f).name for f in rows["file"]) == sorted(p.name for p in files.glob("*.flac"))

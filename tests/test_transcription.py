@@ -97,6 +97,25 @@ def test_each_format_gives_the_same_batches(audio, sample, tmp_path):
     assert not (speakers[0] & speakers[1]) and not (speakers[0] & speakers[2]) and all(speakers)
 
 
+def test_features_on_auto_are_the_models_on_an_accelerator_or_for_a_waveform_encoder(audio, sample):
+    """``features_on: auto``: log-mel features from the loader on a CPU; waveforms where the training runs on a GPU
+    (the model computes the features there) or the model reads waveforms; an explicit choice is kept."""
+
+    def batch(features_on: str, device: str | None, model: object = None) -> set[str]:
+        dm = audio.SpeechDataModule(str(sample), batch_size=2, val_fraction=0.25, test_fraction=0.25,
+                                    features_on=features_on)  # fmt: skip
+        if device is not None:  # what the Trainer shows a DataModule: its strategy's device and the model
+            dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)),
+                                         lightning_module=model)  # fmt: skip
+        dm.setup("fit")
+        return set(next(iter(dm.train_dataloader()))) & {"features", "audio"}
+
+    wav2vec = SimpleNamespace(reads_waveforms=True)
+    assert batch("auto", None) == batch("auto", "cpu") == batch("auto", "cpu", SimpleNamespace()) == {"features"}
+    assert batch("auto", "cuda") == batch("auto", "mps") == batch("auto", "cpu", wav2vec) == {"audio"}
+    assert batch("datamodule", "cuda") == {"features"} and batch("model", "cpu") == {"audio"}
+
+
 def test_a_manifest_without_speakers_says_so_and_how_it_splits(audio, sample, tmp_path, caplog):
     """No speaker field: one notice, and a split by utterance, rather than every file counted as a speaker."""
     manifest = write_formats(sample, tmp_path)["jsonl"]

@@ -62,7 +62,9 @@ class SpeechDataModule(SpecDataModule):
         format: ``auto`` detects it from ``path``.
         sample_rate, n_mels: audio is resampled to ``sample_rate`` and turned into ``n_mels`` log-mel bands.
         features_on: ``datamodule`` computes features in the loader workers; ``model`` yields waveforms and lets
-            the model compute them on its device (a GPU does it much faster).
+            the model compute them on its device (a GPU does it much faster); ``auto``: ``model`` where the
+            training runs on a GPU (or another accelerator) or the model reads waveforms (wav2vec 2.0 / HuBERT),
+            ``datamodule`` on a CPU.
         max_duration: longer training utterances (seconds, read from the file header) are dropped and listed;
             longer files to transcribe are refused by name (or skipped and listed with ``on_bad_input: skip``).
         split_by: ``speaker`` keeps each speaker's utterances in one split (validation on unheard voices);
@@ -87,7 +89,7 @@ class SpeechDataModule(SpecDataModule):
         num_workers: int | Literal["auto"] = 0,
         sample_rate: int = 16000,
         n_mels: int = 80,
-        features_on: Literal["datamodule", "model"] = "datamodule",
+        features_on: Literal["auto", "datamodule", "model"] = "auto",
         spec_augment: bool = True,
         max_duration: float = 30.0,
         val_fraction: float = 0.1,
@@ -288,6 +290,16 @@ class SpeechDataModule(SpecDataModule):
     def prepared_file(self, item: Utterance) -> str:
         return str(item.file)
 
+    def waveforms(self) -> bool:
+        """Whether batches carry waveforms for the model to turn into features on its device (``features_on``)."""
+        if self.hparams.features_on != "auto":
+            return self.hparams.features_on == "model"
+        trainer = self.trainer
+        if trainer is None:  # a loader outside a training (a benchmark, a notebook): the CPU's choice
+            return False
+        reads_waveforms = getattr(trainer.lightning_module, "reads_waveforms", False)
+        return trainer.strategy.root_device.type != "cpu" or bool(reads_waveforms)
+
     def prepared_writer(self) -> PreparedAudio:
         return PreparedAudio(self.sample_rate)
 
@@ -298,7 +310,7 @@ class SpeechDataModule(SpecDataModule):
         return {"sample_rate": self.sample_rate, **{name: hp[name] for name in names}}
 
     def _streamed(self, split: str, train: bool) -> Any:
-        features = self.features if self.hparams.features_on == "datamodule" else None
+        features = None if self.waveforms() else self.features
         item = SpeechRecord(features, train and self.hparams.spec_augment)
         return split_loader(self, self._prepared, split, item, Collate(list(self.spec.vocab)), train)
 
@@ -311,7 +323,7 @@ class SpeechDataModule(SpecDataModule):
         if not items:
             raise DataError(f"{self.hparams.path}: the {split} split is empty; set data.{split}_fraction > 0")
         hp = self.hparams
-        features = self.features if hp.features_on == "datamodule" else None
+        features = None if self.waveforms() else self.features
         gigabytes = sum(i.duration for i in items) * self.sample_rate * 4 / 1e9
         cache = split != "predict" and gigabytes <= hp.cache_audio_gb
         dataset = SpeechDataset(items, self.sample_rate, features, train and hp.spec_augment, cache)
