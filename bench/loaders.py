@@ -4,9 +4,10 @@ On a corpus it writes (photo-size 1600x1200 JPEGs with captions, 10 s 44.1 kHz W
 line per figure, each a ratio against the raw chain measured in the same run: items/s of the raw chain (decode +
 resize, or read + resample + log-mel, in one process), of our training loader from the files and from prepared data
 (``make prepare-data``) at 0, 1 and 2 workers, and of the preparation itself. Batches are of the size the task's
-config trains with (captioning 32, transcription 8). The default run is short (a minute or two on 2 cores); the
-figures in the README come from ``--images 960 --clips 320`` (passes long enough that a pass's start, some
-30 ms, does not decide the ratios). OMP_NUM_THREADS=1 as on a shared machine.
+config trains with (captioning 32, transcription 8). Each figure is the best of 5 passes, the raw chain and the
+loaders taking turns pass by pass. The default run is short (a few minutes on 2 cores); the figures in the README
+come from ``--images 960 --clips 320`` (passes long enough that a pass's start, some 30 ms, does not decide the
+ratios). OMP_NUM_THREADS=1 as on a shared machine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import importlib
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import PACKAGE, bake  # noqa: E402
 
 WORKERS = (0, 1, 2)
+ROUNDS = 5  # passes per figure, the best one counts
 
 
 def write_photos(folder: Path, count: int) -> Path:
@@ -57,72 +61,77 @@ def write_clips(folder: Path, count: int) -> Path:
     return folder / "clips.csv"
 
 
-def rate(loader, passes: int = 3) -> float:
-    """Items/s of the best of ``passes`` passes over ``loader`` after a first one that starts its (persistent)
-    workers: a long training's steady state, not a worker's import of torch."""
-    best = 0.0
-    for i in range(passes + 1):
-        start = time.perf_counter()
-        seen = sum(len(batch["file"]) for batch in loader)
-        if i:
-            best = max(best, seen / (time.perf_counter() - start))
+def rates(passes: dict[str, Callable[[], int]], rounds: int = ROUNDS) -> dict[str, float]:
+    """Items/s of each pass (a callable that makes one pass and returns the items it saw): the best of ``rounds``,
+    the passes taking turns (a burst of other load on a shared machine then costs the raw chain and every loader
+    alike), after a first round that starts the loaders' (persistent) workers: a long training's steady state,
+    not a worker's import of torch."""
+    best = dict.fromkeys(passes, 0.0)
+    for round_ in range(rounds + 1):
+        for name, one_pass in passes.items():
+            start = time.perf_counter()
+            seen = one_pass()
+            if round_:
+                best[name] = max(best[name], seen / (time.perf_counter() - start))
     return best
 
 
-def raw_images(files: list[Path], size: int) -> float:
+def raw_images(files: list[Path], size: int) -> Callable[[], int]:
+    """One pass of the raw chain: decode + resize each photo, in this process."""
     from torchvision.io import decode_image
     from torchvision.transforms import v2
 
-    def chain() -> None:
+    def chain() -> int:
         for f in files:
             v2.functional.resize(decode_image(str(f)), [size, size], antialias=True)
+        return len(files)
 
-    return best_of(chain, len(files))
+    return chain
 
 
-def raw_audio(files: list[Path], features) -> float:
+def raw_audio(files: list[Path], features) -> Callable[[], int]:
+    """One pass of the raw chain: read + resample + log-mel each recording, in this process."""
     import torchaudio
 
     resample = torchaudio.transforms.Resample(44_100, 16_000)
 
-    def chain() -> None:
+    def chain() -> int:
         for f in files:
             data, _ = sf.read(str(f), dtype="float32")
             audio = resample(torch.from_numpy(data))
             features(audio[None], torch.tensor([audio.numel()]))
+        return len(files)
 
-    return best_of(chain, len(files))
-
-
-def best_of(chain, items: int, passes: int = 3) -> float:
-    """Items/s of the best of ``passes`` passes after a first one, as ``rate`` measures the loaders."""
-    best = 0.0
-    for i in range(passes + 1):
-        start = time.perf_counter()
-        chain()
-        if i:
-            best = max(best, items / (time.perf_counter() - start))
-    return best
+    return chain
 
 
-def report(name: str, raw: float, make, prepared_dir: Path, prepare) -> None:
-    print(f"{name}: raw chain {raw:.1f} items/s (1.00x)")
+def loader_pass(loader: Any) -> Callable[[], int]:
+    return lambda: sum(len(batch["file"]) for batch in loader)
+
+
+def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, prepare) -> None:
     data = make(None, 0)
     data.setup("fit")
     start = time.perf_counter()
     prepare(data, prepared_dir, 2)
     items = sum(json_counts(prepared_dir).values())
-    speed = items / (time.perf_counter() - start)
-    print(f"{name}: preparation (2 workers, their start-up included) {speed:.1f} items/s ({speed / raw:.2f}x raw)")
+    preparation = items / (time.perf_counter() - start)
+    passes = {"raw": raw_chain}
     for source in ("files", "prepared"):
-        rates = {}
         for workers in WORKERS:
             data = make(str(prepared_dir) if source == "prepared" else None, workers)
             data.setup("fit")
-            rates[workers] = rate(data.train_dataloader())
-            print(f"{name}: ours from {source}, {workers} workers: {rates[workers]:.1f} items/s "
-                  f"({rates[workers] / raw:.2f}x raw)")  # fmt: skip
-        print(f"{name}: from {source}, 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+            passes[f"{source} {workers}"] = loader_pass(data.train_dataloader())
+    measured = rates(passes)
+    raw = measured["raw"]
+    print(f"{name}: raw chain {raw:.1f} items/s (1.00x)")
+    print(f"{name}: preparation (2 workers, their start-up included) {preparation:.1f} items/s "
+          f"({preparation / raw:.2f}x raw)")  # fmt: skip
+    for source in ("files", "prepared"):
+        for workers in WORKERS:
+            speed = measured[f"{source} {workers}"]
+            print(f"{name}: ours from {source}, {workers} workers: {speed:.1f} items/s ({speed / raw:.2f}x raw)")
+        print(f"{name}: from {source}, 2 workers / 1 worker: {measured[f'{source} 2'] / measured[f'{source} 1']:.2f}x")
 
 
 def json_counts(folder: Path) -> dict[str, int]:
