@@ -178,8 +178,9 @@ class SpeechTranscriber(TaskModule):
             return self.head(x).log_softmax(-1), lengths
         if "features" in batch:
             feats, lengths = batch["features"], batch["feature_lengths"]
-        else:  # raw audio: featurize on this device
-            feats, lengths = self.features(batch["audio"], batch["audio_lengths"], augment=self.training)
+        else:  # raw audio: featurize on this device, SpecAugment in training unless the data says not to
+            augment = self.training and batch.get("spec_augment", True)
+            feats, lengths = self.features(batch["audio"], batch["audio_lengths"], augment=augment)
         x, lengths = self.subsample(feats, lengths)
         return self.head(self.encoder(x, lengths)).log_softmax(-1), lengths
 

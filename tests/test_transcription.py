@@ -116,6 +116,30 @@ def test_features_on_auto_are_the_models_on_an_accelerator_or_for_a_waveform_enc
     assert batch("datamodule", "cuda") == {"features"} and batch("model", "cpu") == {"audio"}
 
 
+def test_the_model_augments_waveform_batches_only_as_data_spec_augment_says(audio, package, sample):
+    """With the features on the model's side, data.spec_augment still decides SpecAugment (training only)."""
+    from dataclasses import asdict
+
+    transcription = importlib.import_module(f"{package.__name__}.tasks.transcription")
+    for spec_augment in (True, False):
+        dm = audio.SpeechDataModule(str(sample), batch_size=2, val_fraction=0.25, test_fraction=0.25,
+                                    features_on="model", spec_augment=spec_augment)  # fmt: skip
+        dm.setup("fit")
+        model = transcription.SpeechTranscriber(hidden_size=16, num_layers=1, conv_channels=4, spec=asdict(dm.spec))
+        calls: list[bool] = []
+
+        def featurize(waves, lengths, augment=False, calls=calls, forward=model.features.forward):
+            calls.append(augment)
+            return forward(waves, lengths, augment)
+
+        model.features.forward = featurize
+        model.train()
+        model(next(iter(dm.train_dataloader())))
+        model.eval()
+        model(next(iter(dm.val_dataloader())))
+        assert calls == [spec_augment, False]
+
+
 def test_a_manifest_without_speakers_says_so_and_how_it_splits(audio, sample, tmp_path, caplog):
     """No speaker field: one notice, and a split by utterance, rather than every file counted as a speaker."""
     manifest = write_formats(sample, tmp_path)["jsonl"]

@@ -312,7 +312,8 @@ class SpeechDataModule(SpecDataModule):
     def _streamed(self, split: str, train: bool) -> Any:
         features = None if self.waveforms() else self.features
         item = SpeechRecord(features, train and self.hparams.spec_augment)
-        return split_loader(self, self._prepared, split, item, Collate(list(self.spec.vocab)), train)
+        collate = Collate(list(self.spec.vocab), augment=train and self.hparams.spec_augment)
+        return split_loader(self, self._prepared, split, item, collate, train)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self._prepared is not None and split != "predict":
@@ -330,7 +331,8 @@ class SpeechDataModule(SpecDataModule):
         sampler = LengthGroupedSampler([i.duration for i in items], hp.batch_size, train, hp.seed)
         vocab = list(self.spec.vocab) if split != "predict" else None
         settings = loader_settings(hp.num_workers)
-        return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, collate_fn=Collate(vocab), **settings)
+        collate = Collate(vocab, augment=train and hp.spec_augment)
+        return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, collate_fn=collate, **settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

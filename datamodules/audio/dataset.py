@@ -88,10 +88,15 @@ class SpeechRecord:
 
 
 class Collate:
-    """Pads features (or audio) and character targets; a class so workers can pickle it."""
+    """Pads features (or audio) and character targets; a class so workers can pickle it.
 
-    def __init__(self, vocab: list[str] | None) -> None:
+    Waveform batches say whether the model may apply SpecAugment to their features (``data.spec_augment`` in
+    training): the model computes those features, so it is told what the loader would have done.
+    """
+
+    def __init__(self, vocab: list[str] | None, augment: bool = False) -> None:
         self.index = {c: i for i, c in enumerate(vocab or [])}
+        self.augment = augment
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         key = "features" if "features" in rows[0] else "audio"
@@ -102,6 +107,8 @@ class Collate:
             "text": [r["text"] for r in rows],
             "file": [r["file"] for r in rows],
         }
+        if key == "audio":
+            batch["spec_augment"] = self.augment
         if self.index:
             ids = [torch.tensor([self.index[c] for c in r["text"] if c in self.index], dtype=torch.long) for r in rows]
             batch["targets"] = nn.utils.rnn.pad_sequence(ids, batch_first=True) if ids else torch.zeros(0, 0)
