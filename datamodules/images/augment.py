@@ -36,8 +36,8 @@ def shift(image: torch.Tensor, by: int, dim: int) -> torch.Tensor:
     out = torch.empty_like(image)
     if by > 0:
         out.narrow(dim, 0, n - by).copy_(image.narrow(dim, by, n - by))
-        out.narrow(dim, n - by, by).copy_(image.narrow(dim, n - 1, 1).expand_as(out.narrow(dim, n - by, by)))
+        out.narrow(dim, n - by, by).copy_(image.narrow(dim, n - 1, 1))  # the last row, broadcast
     else:
         out.narrow(dim, -by, n + by).copy_(image.narrow(dim, 0, n + by))
-        out.narrow(dim, 0, -by).copy_(image.narrow(dim, 0, 1).expand_as(out.narrow(dim, 0, -by)))
+        out.narrow(dim, 0, -by).copy_(image.narrow(dim, 0, 1))
     return out
