@@ -311,9 +311,9 @@ class SpeechDataModule(SpecDataModule):
 
     def _streamed(self, split: str, train: bool) -> Any:
         features = None if self.waveforms() else self.features
-        item = SpeechRecord(features, train and self.hparams.spec_augment)
-        collate = Collate(list(self.spec.vocab), augment=train and self.hparams.spec_augment)
-        return split_loader(self, self._prepared, split, item, collate, train)
+        augment = train and self.hparams.spec_augment
+        collate = Collate(list(self.spec.vocab), augment)  # SpecAugment on the model's side: it is told too
+        return split_loader(self, self._prepared, split, SpeechRecord(features, augment), collate, train)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if self._prepared is not None and split != "predict":
@@ -325,14 +325,16 @@ class SpeechDataModule(SpecDataModule):
             raise DataError(f"{self.hparams.path}: the {split} split is empty; set data.{split}_fraction > 0")
         hp = self.hparams
         features = None if self.waveforms() else self.features
+        augment = train and hp.spec_augment
         gigabytes = sum(i.duration for i in items) * self.sample_rate * 4 / 1e9
         cache = split != "predict" and gigabytes <= hp.cache_audio_gb
-        dataset = SpeechDataset(items, self.sample_rate, features, train and hp.spec_augment, cache)
+        dataset = SpeechDataset(items, self.sample_rate, features, augment, cache)
         sampler = LengthGroupedSampler([i.duration for i in items], hp.batch_size, train, hp.seed)
         vocab = list(self.spec.vocab) if split != "predict" else None
         settings = loader_settings(hp.num_workers)
-        collate = Collate(vocab, augment=train and hp.spec_augment)
-        return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, collate_fn=collate, **settings)
+        return DataLoader(
+            dataset, batch_size=hp.batch_size, sampler=sampler, collate_fn=Collate(vocab, augment), **settings
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
