@@ -414,6 +414,37 @@ def test_resampling_keeps_duration_and_pitch(audio, tmp_path, rate, channels):
 
 
 @pytest.mark.parametrize(
+    ("container", "subtype"),
+    [("WAV", "PCM_16"), ("AIFF", "PCM_16"), ("FLAC", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "FLOAT"), ("WAV", "PCM_U8")],
+)
+def test_samples_are_soundfiles_floats_whichever_way_they_are_read(package, tmp_path, container, subtype):
+    decode = importlib.import_module(f"{package.__name__}.datamodules.audio.decode")
+    wave = np.random.default_rng(0).uniform(-1, 1, (4000, 2)).astype("float32")
+    wave[:3, 0] = [-1.0, 0.0, 32767 / 32768]  # the ends of 16-bit PCM
+    path = tmp_path / f"clip.{container.lower()}"
+    sf.write(path, wave, 16000, format=container, subtype=subtype)
+    samples, rate = decode.read_samples(path)
+    expected, _ = sf.read(path, dtype="float32", always_2d=True)
+    assert rate == 16000 and samples.dtype == np.float32 and np.array_equal(samples, expected)
+
+
+def test_features_are_torchaudios_log_mel_normalized(package):
+    """The pipeline takes the STFT's power itself (faster than torchaudio's abs and pow): the same log-mel, and the
+    same state dict keys, so checkpoints from before load."""
+    import torchaudio
+
+    features = importlib.import_module(f"{package.__name__}.datamodules.audio.features")
+    pipeline = features.FeaturePipeline(16000, n_mels=40)
+    assert set(pipeline.state_dict()) == {"mel.spectrogram.window", "mel.mel_scale.fb"}
+    torch.manual_seed(0)
+    audio = torch.randn(2, 16000) * 0.1
+    ours, frames = pipeline(audio, torch.tensor([16000, 16000]))
+    mel = torch.log(torchaudio.transforms.MelSpectrogram(16000, n_fft=400, hop_length=160, n_mels=40)(audio) + 1e-6)
+    expected = (mel - mel.mean(-1, keepdim=True)) / mel.std(-1, unbiased=False, keepdim=True)
+    assert frames.tolist() == [101, 101] and torch.allclose(ours, expected.transpose(1, 2), atol=1e-4)
+
+
+@pytest.mark.parametrize(
     ("bad", "message"),
     [(np.nan, "NaN or infinite"), (-np.inf, "NaN or infinite"), (np.inf, "NaN or infinite"), (-2000.0, "up to 2e+03")],
 )

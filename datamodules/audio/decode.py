@@ -70,7 +70,7 @@ def audio_problem(path: Path) -> str | None:
     try:
         if wav_truncated(path):
             return "unreadable or truncated audio (the file is shorter than its header says)"
-        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        data, _ = read_samples(path)
     except (RuntimeError, ValueError, OSError, EOFError, struct.error) as error:
         return f"unreadable or truncated audio ({str(error).strip()})"
     if data.size == 0:
@@ -101,9 +101,23 @@ def resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
     return torchaudio.transforms.Resample(orig, new)
 
 
+def read_samples(path: Path) -> tuple[np.ndarray, int]:
+    """What ``sf.read(path, dtype="float32", always_2d=True)`` returns, 16-bit PCM scaled here from its integers.
+
+    libsndfile turns PCM into floats one sample at a time: for a 16-bit WAV that took 80% of reading it, and a
+    sixth of reading, resampling and featurizing a 44.1 kHz clip. Its scale is 1/32768 too, so the samples are
+    the same. FLAC decodes to integers and converts them in one step already: it keeps libsndfile's path.
+    """
+    with sf.SoundFile(str(path)) as f:
+        if f.subtype == "PCM_16" and f.format != "FLAC":
+            samples = f.read(dtype="int16", always_2d=True)
+            return np.multiply(samples, np.float32(2**-15), dtype=np.float32), f.samplerate
+        return f.read(dtype="float32", always_2d=True), f.samplerate
+
+
 def load_audio(path: Path, sample_rate: int) -> torch.Tensor:
     """Decode with soundfile, mix to mono, resample: a float32 tensor (S,); bad audio raises ValueError."""
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    data, rate = read_samples(path)
     problem = samples_problem(data) or rate_problem(rate, sample_rate)
     if problem:
         raise ValueError(problem)
