@@ -279,10 +279,10 @@ def test_durations_come_from_the_header_before_decoding(audio, package, sample, 
     root = tmp_path / "data"
     shutil.copytree(sample, root)
     long = one_utterance(root / "long", samples=np.zeros(16000 * 60, dtype="float32"))  # a minute
-    datamodule = importlib.import_module(f"{package.__name__}.datamodules.audio.datamodule")
+    checks = importlib.import_module(f"{package.__name__}.datamodules.audio.checks")
     decoded = []
-    check = datamodule.audio_problem
-    monkeypatch.setattr(datamodule, "audio_problem", lambda path: decoded.append(path) or check(path))
+    check = checks.audio_problem
+    monkeypatch.setattr(checks, "audio_problem", lambda path: decoded.append(path) or check(path))
     dm = audio.SpeechDataModule(str(root), val_fraction=0.25, test_fraction=0.25, max_duration=20)
     dm.setup("fit")
     assert long not in decoded and len(decoded) == len(utterances(sample))
