@@ -3,11 +3,13 @@
 On a corpus it writes (photo-size 1600x1200 JPEGs with captions, 10 s 44.1 kHz WAVs with transcripts), prints one
 line per figure, each a ratio against the raw chain measured in the same run: items/s of the raw chain (decode +
 resize, or read + resample + log-mel, in one process), of our training loader from the files and from prepared data
-(``make prepare-data``) at 0, 1 and 2 workers, and of the preparation itself. Batches are of the size the task's
-config trains with (captioning 32, transcription 8). Each figure is the best of 5 passes, the raw chain and the
-loaders taking turns pass by pass. The default run is short (a few minutes on 2 cores); the figures in the README
-come from ``--images 960 --clips 320`` (passes long enough that a pass's start, some 30 ms, does not decide the
-ratios). OMP_NUM_THREADS=1 as on a shared machine.
+(``make prepare-data``) at 0, 1 and 2 workers, and of the preparation itself; and, for 2 workers / 1, what torch's
+DataLoader reaches handing over ready batches of the same tensors with the same settings, nothing loaded (on a
+small machine, making and mapping each batch's shared memory is what limits fast loaders). Batches are of the size
+the task's config trains with (captioning 32, transcription 8). Each figure is the best of 5 passes, the raw chain
+and the loaders taking turns pass by pass. The default run is short (a few minutes on 2 cores); the figures in the
+README come from ``--images 960 --clips 320`` (passes long enough that a pass's start, some 30 ms, does not decide
+the ratios). OMP_NUM_THREADS=1 as on a shared machine.
 """
 
 from __future__ import annotations
@@ -110,7 +112,35 @@ def loader_pass(loader: Any) -> Callable[[], int]:
     return lambda: sum(len(batch["file"]) for batch in loader)
 
 
-def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, prepare) -> None:
+class ReadyBatches(torch.utils.data.Dataset):
+    """``count`` batches with the tensors of ``batch``, each stacked afresh in the worker as a collate stacks it
+    (straight into shared memory): a loader with nothing to load but its batches to hand over."""
+
+    def __init__(self, batch: dict[str, Any], count: int) -> None:
+        self.rows = {key: list(value.unbind(0)) for key, value in batch.items() if isinstance(value, torch.Tensor)}
+        self.files, self.count = batch["file"], count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"file": self.files, **{key: torch.utils.data.default_collate(rows) for key, rows in self.rows.items()}}
+
+
+def handover_pass(loader: Any, settings: Callable[[int], dict[str, Any]], workers: int) -> Callable[[], int]:
+    """One pass of torch's DataLoader handing over ready batches like those of ``loader`` (its first batch, as many
+    as it has) from ``workers`` workers, with our loaders' settings: what moving the batches alone allows here."""
+    ready = ReadyBatches(next(iter(loader)), len(loader))
+    return loader_pass(torch.utils.data.DataLoader(ready, batch_size=None, **settings(workers)))
+
+
+def first_loader(make, prepared_dir: Path) -> Any:
+    data = make(str(prepared_dir), 0)
+    data.setup("fit")
+    return data.train_dataloader()
+
+
+def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, prepare, settings) -> None:
     data = make(None, 0)
     data.setup("fit")
     start = time.perf_counter()
@@ -123,6 +153,8 @@ def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, pr
             data = make(str(prepared_dir) if source == "prepared" else None, workers)
             data.setup("fit")
             passes[f"{source} {workers}"] = loader_pass(data.train_dataloader())
+            if source == "prepared" and workers:
+                passes[f"handover {workers}"] = handover_pass(first_loader(make, prepared_dir), settings, workers)
     measured = rates(passes)
     raw = measured["raw"]
     print(f"{name}: raw chain {raw:.1f} items/s (1.00x)")
@@ -133,6 +165,9 @@ def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, pr
             speed = measured[f"{source} {workers}"]
             print(f"{name}: ours from {source}, {workers} workers: {speed:.1f} items/s ({speed / raw:.2f}x raw)")
         print(f"{name}: from {source}, 2 workers / 1 worker: {measured[f'{source} 2'] / measured[f'{source} 1']:.2f}x")
+    one, two = measured["handover 1"], measured["handover 2"]
+    print(f"{name}: torch's loader handing over ready batches of this shape, nothing loaded: 1 worker {one:.1f}, "
+          f"2 workers {two:.1f} items/s (2 workers / 1 worker: {two / one:.2f}x for moving batches alone)")  # fmt: skip
 
 
 def json_counts(folder: Path) -> dict[str, int]:
@@ -162,6 +197,7 @@ def main() -> None:
         images = importlib.import_module(f"{PACKAGE}.datamodules.images")
         audio = importlib.import_module(f"{PACKAGE}.datamodules.audio")
         prepare = importlib.import_module(f"{PACKAGE}.datamodules.prepared").prepare
+        settings = importlib.import_module(f"{PACKAGE}.datamodules.workers").loader_settings
         captions = write_photos(root / "photos", args.images)
         clips = write_clips(root / "clips", args.clips)
 
@@ -178,9 +214,10 @@ def main() -> None:
             )  # fmt: skip
 
         files = sorted((root / "photos").glob("*.jpg"))
-        report(f"photos 1600x1200 -> {args.size}", raw_images(files, args.size), photos, root / "prep-photos", prepare)
+        report(f"photos 1600x1200 -> {args.size}", raw_images(files, args.size), photos, root / "prep-photos", prepare,
+               settings)  # fmt: skip
         wavs = sorted((root / "clips").glob("*.wav"))
-        report("speech 10 s 44.1 kHz -> 80 log-mel", raw_audio(wavs), speech, root / "prep-speech", prepare)
+        report("speech 10 s 44.1 kHz -> 80 log-mel", raw_audio(wavs), speech, root / "prep-speech", prepare, settings)
 
 
 if __name__ == "__main__":
