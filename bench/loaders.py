@@ -127,17 +127,18 @@ class ReadyBatches(torch.utils.data.Dataset):
         return {"file": self.files, **{key: torch.utils.data.default_collate(rows) for key, rows in self.rows.items()}}
 
 
-def handover_pass(loader: Any, settings: Callable[[int], dict[str, Any]], workers: int) -> Callable[[], int]:
-    """One pass of torch's DataLoader handing over ready batches like those of ``loader`` (its first batch, as many
-    as it has) from ``workers`` workers, with our loaders' settings: what moving the batches alone allows here."""
-    ready = ReadyBatches(next(iter(loader)), len(loader))
-    return loader_pass(torch.utils.data.DataLoader(ready, batch_size=None, **settings(workers)))
-
-
-def first_loader(make, prepared_dir: Path) -> Any:
+def ready_batches(make, prepared_dir: Path) -> ReadyBatches:
+    """As many ready batches as the prepared training loader has, each like its first batch."""
     data = make(str(prepared_dir), 0)
     data.setup("fit")
-    return data.train_dataloader()
+    loader = data.train_dataloader()
+    return ReadyBatches(next(iter(loader)), len(loader))
+
+
+def handover_pass(ready: ReadyBatches, settings: Callable[[int], dict[str, Any]], workers: int) -> Callable[[], int]:
+    """One pass of torch's DataLoader handing over ``ready`` from ``workers`` workers, with our loaders' settings:
+    what moving the batches alone allows here."""
+    return loader_pass(torch.utils.data.DataLoader(ready, batch_size=None, **settings(workers)))
 
 
 def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, prepare, settings) -> None:
@@ -148,13 +149,14 @@ def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, pr
     items = sum(json_counts(prepared_dir).values())
     preparation = items / (time.perf_counter() - start)
     passes = {"raw": raw_chain}
+    ready = ready_batches(make, prepared_dir)
     for source in ("files", "prepared"):
         for workers in WORKERS:
             data = make(str(prepared_dir) if source == "prepared" else None, workers)
             data.setup("fit")
             passes[f"{source} {workers}"] = loader_pass(data.train_dataloader())
             if source == "prepared" and workers:
-                passes[f"handover {workers}"] = handover_pass(first_loader(make, prepared_dir), settings, workers)
+                passes[f"handover {workers}"] = handover_pass(ready, settings, workers)
     measured = rates(passes)
     raw = measured["raw"]
     print(f"{name}: raw chain {raw:.1f} items/s (1.00x)")
