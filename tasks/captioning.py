@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.text import BLEUScore
 
 from ..datamodules.images import CaptionSpec
-from ..datamodules.images.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from ..datamodules.images.pixels import IMAGENET_MEAN, IMAGENET_STD
 from ..datamodules.images.text import BOS, EOS, PAD
 from ..examples import Examples
 from .base import TaskModule

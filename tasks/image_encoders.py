@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ..datamodules.images.datamodule import IMAGENET_MEAN, IMAGENET_STD
+from ..datamodules.images.pixels import IMAGENET_MEAN, IMAGENET_STD
 from .pretrained import load_strict, read_state_dict
 
 LITE0 = "efficientnet_lite0"  # timm's tf_efficientnet_lite0 with the weights of the efficientnet-lite0 package

@@ -31,10 +31,10 @@ from .augment import RandomShift
 from .dataset import CaptionDataset, CaptionRecord, PreparedImage, collate
 from .decode import IMAGE_SUFFIXES, MAX_PIXELS, OTHER_IMAGE_SUFFIXES, check_image
 from .files import CAPTION_FILES, READERS, detect_format, image_root, inside
+from .pixels import normalize
 from .text import build_vocab, most_common, words
 
 log = logging.getLogger(__name__)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,7 @@ class ImageCaptionDataModule(SpecDataModule):
         return self.spec.image_size if self.spec is not None else self.hparams.image_size
 
     def _transform(self, train: bool) -> torch.nn.Module:
-        """What the loader does to a uint8 image: only the augmentation. Images leave the workers as uint8 (a
-        quarter of the bytes of float32 to copy to the GPU); ``on_after_batch_transfer`` normalizes them there."""
+        """What the loader does to a uint8 image: only the augmentation (``pixels.py``: normalized on the device)."""
         if train and self.hparams.augment:  # shifts by up to 1/16 of the side: two copies, unlike a warp
             return RandomShift(max(1, self.image_size // 16))
         return torch.nn.Identity()
@@ -268,16 +267,11 @@ class ImageCaptionDataModule(SpecDataModule):
             return self._streamed(split, train)
         if not self.splits[split]:
             raise DataError(f"{self.hparams.path}: the {split} split is empty; set data.{split}_fraction > 0")
+        hp = self.hparams
         dataset = CaptionDataset(
-            self.splits[split],
-            list(self.spec.vocab),
-            self.image_size,
-            self._transform(train),
-            self.hparams.max_caption_length,
-            random_caption=train,
-            cache=self._cache,
-            max_pixels=self.hparams.max_image_pixels,
-        )
+            self.splits[split], list(self.spec.vocab), self.image_size, self._transform(train), hp.max_caption_length,
+            random_caption=train, cache=self._cache, max_pixels=hp.max_image_pixels,
+        )  # fmt: skip
         return self._wrap(dataset, shuffle=train)
 
     def _wrap(self, dataset: Dataset, shuffle: bool) -> DataLoader:
@@ -299,10 +293,3 @@ class ImageCaptionDataModule(SpecDataModule):
             items, [], self.image_size, self._transform(False), 0, False, max_pixels=self.hparams.max_image_pixels
         )
         return self._wrap(dataset, shuffle=False)
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB images (B, 3, H, W) as the encoders expect them: floats in [0, 1], ImageNet-normalized."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=images.device)[:, None, None]
-    return (images.float().div_(255) - mean) / std
