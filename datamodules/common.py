@@ -21,12 +21,8 @@ log = logging.getLogger(__name__)
 BadInputPolicy = Literal["error", "skip"]
 SEPARATORS = (",", ";", "\t", "|")  # what spreadsheet exports use; the header tells which
 # UTF-32's byte-order marks first: the little-endian one starts with UTF-16's.
-WIDE_BOMS = (
-    ("utf-32", codecs.BOM_UTF32_LE),
-    ("utf-32", codecs.BOM_UTF32_BE),
-    ("utf-16", codecs.BOM_UTF16_LE),
-    ("utf-16", codecs.BOM_UTF16_BE),
-)
+WIDE_BOMS = (("utf-32", codecs.BOM_UTF32_LE), ("utf-32", codecs.BOM_UTF32_BE),
+             ("utf-16", codecs.BOM_UTF16_LE), ("utf-16", codecs.BOM_UTF16_BE))  # fmt: skip
 
 
 class DataError(ValueError):
@@ -196,8 +192,7 @@ def refuse_duplicates(where: str, header: Sequence[str], wanted: Sequence[str]) 
         if len(at) > 1:
             raise DataError(
                 f"{where}: column {name!r} appears {len(at)} times (columns {', '.join(map(str, at[:-1]))} and "
-                f"{at[-1]}); rename or "
-                "remove all but one, so that it is clear which one to use"
+                f"{at[-1]}); rename or remove all but one, so that it is clear which one to use"
             )
 
 
