@@ -249,9 +249,13 @@ class SpeechDataModule(SpecDataModule):
         names = ("max_duration", "val_fraction", "test_fraction", "split_by", "time_reduction", "seed")
         return {"sample_rate": self.sample_rate, **{name: hp[name] for name in names}}
 
+    def _item_settings(self, train: bool) -> tuple[FeaturePipeline | None, bool]:
+        """What a loader's items get, from files or prepared: the loader's features (None: waveforms for the
+        model), and whether SpecAugment applies (training, ``data.spec_augment``), wherever the features are made."""
+        return None if self.waveforms() else self.features, train and self.hparams.spec_augment
+
     def _streamed(self, split: str, train: bool) -> Any:
-        features = None if self.waveforms() else self.features
-        augment = train and self.hparams.spec_augment
+        features, augment = self._item_settings(train)
         collate = Collate(list(self.spec.vocab), augment)  # SpecAugment on the model's side: it is told too
         return split_loader(self, self._prepared, split, SpeechRecord(features, augment), collate, train)
 
@@ -264,8 +268,7 @@ class SpeechDataModule(SpecDataModule):
         if not items:
             raise DataError(f"{self.hparams.path}: the {split} split is empty; set data.{split}_fraction > 0")
         hp = self.hparams
-        features = None if self.waveforms() else self.features
-        augment = train and hp.spec_augment
+        features, augment = self._item_settings(train)
         gigabytes = sum(i.duration for i in items) * self.sample_rate * 4 / 1e9
         cache = split != "predict" and gigabytes <= hp.cache_audio_gb
         dataset = SpeechDataset(items, self.sample_rate, features, augment, cache)
