@@ -11,7 +11,7 @@ import pytest
 
 
 def test_the_other_local_ranks_take_what_local_rank_0_downloaded(package, tmp_path: Path, monkeypatch) -> None:
-    from demo_project.checkpoints import from_store, shared_download
+    from demo_project.checkpoint_download import from_store, shared_download
 
     uri, out = "runs:/0123456789abcdef0123456789abcdef", tmp_path / "downloaded"
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
@@ -37,7 +37,7 @@ def test_the_other_local_ranks_take_what_local_rank_0_downloaded(package, tmp_pa
 
 
 def test_local_rank_0_asks_the_store_itself(package, tmp_path: Path, monkeypatch) -> None:
-    from demo_project.checkpoints import CheckpointError, from_store
+    from demo_project.checkpoint_download import CheckpointError, from_store
 
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-3")
     monkeypatch.setenv("LOCAL_RANK", "0")

@@ -3,8 +3,8 @@
 * ``resolve`` turns what a user passes as ``--ckpt_path`` (``best``, ``last``, a run id, a file, ``runs:/<run id>``,
   ``models:/<name>/<version>``) into a checkpoint file, and refuses one that is truncated or holds code: every
   checkpoint is read with ``torch.load(weights_only=True)`` first, so nothing from a file or the tracking store
-  runs code. A run's checkpoint artifact is what ``runs:/`` and ``models:/`` mean; a pickled MLflow model is
-  never loaded.
+  runs code. A run's checkpoint artifact is what ``runs:/`` and ``models:/`` mean (``checkpoint_download``); a
+  pickled MLflow model is never loaded.
 * ``AtomicCheckpointIO`` writes a checkpoint beside its final name, syncs it to disk and renames it, so that a
   process killed while saving leaves the previous ``last.ckpt`` whole.
 * Under SLURM each job keeps its preemption checkpoints in a folder of its own (``job_root``).
@@ -16,11 +16,9 @@ Lightning removes one. Today there is one: ``Trainer._checkpoint_connector._hpc_
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +134,8 @@ def _resolve(value: str, task: str, runs_dir: str | Path, uri: str) -> Path:
             )
         return check_readable(found[-1])
     if value.startswith(("runs:/", "models:/")):
+        from .checkpoint_download import from_store  # MLflow's client, only for a checkpoint in the store
+
         return check_readable(from_store(value, uri, Path(runs_dir) / "downloaded"))
     if not Path(value).exists() and re.fullmatch(r"[0-9a-f]{32}", value):  # an MLflow run id
         found = runs / value / "checkpoints" / "last.ckpt"
@@ -146,86 +146,6 @@ def _resolve(value: str, task: str, runs_dir: str | Path, uri: str) -> Path:
             )
         return check_readable(found)
     return check_readable(value)
-
-
-def from_store(uri: str, tracking_uri: str, out_dir: Path) -> Path:
-    """Download the checkpoint artifact of the run behind ``runs:/<run id>[/...]`` or ``models:/<name>/<ref>``.
-
-    Once per machine and job: under torchrun or srun, every process of a node resolves ``--ckpt_path`` on its own;
-    local rank 0 downloads, the others wait for the file it names (``shared_download``).
-    """
-    marker = shared_download(uri, out_dir)
-    if marker is not None and local_rank() != 0:
-        return wait_for_download(marker)
-    final = _download(uri, tracking_uri, out_dir)
-    if marker is not None:
-        temporary = marker.with_suffix(".tmp")
-        temporary.write_text(str(final))
-        os.replace(temporary, marker)
-    return final
-
-
-def local_rank() -> int:
-    """This process's rank on its machine, as torchrun or srun set it (0 when neither did)."""
-    value = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID") or "0"
-    return int(value) if value.isdigit() else 0
-
-
-def shared_download(uri: str, out_dir: Path) -> Path | None:
-    """The file in which local rank 0 of this job names what it downloaded for ``uri`` (None outside a launcher)."""
-    job = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(f"{job}\0{uri}".encode()).hexdigest()[:16]
-    return out_dir / f".resolved-{key}"
-
-
-def wait_for_download(marker: Path, timeout_s: float = 900.0) -> Path:
-    """The checkpoint local rank 0 downloaded, once it is there."""
-    deadline = time.monotonic() + timeout_s
-    while not marker.exists():
-        if time.monotonic() > deadline:
-            raise CheckpointError(f"local rank 0 did not download the checkpoint within {timeout_s:.0f} s")
-        time.sleep(0.5)
-    return Path(marker.read_text().strip())
-
-
-def _download(uri: str, tracking_uri: str, out_dir: Path) -> Path:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from .store import redact
-
-    client = MlflowClient(tracking_uri)
-    try:
-        if uri.startswith("models:/"):
-            name, _, ref = uri[len("models:/") :].partition("/")
-            version = (
-                client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
-            )
-            run = version.run_id
-        else:
-            run = uri[len("runs:/") :].split("/")[0]
-        artifacts = {Path(a.path).name: a.path for a in client.list_artifacts(run, "checkpoints")}
-    except MlflowException as error:
-        raise CheckpointError(f"cannot find {uri} in {redact(tracking_uri)}: {first_line(error)}") from None
-    chosen = next((artifacts[n] for n in ("best.ckpt", "last.ckpt") if n in artifacts), None)
-    chosen = chosen or next((p for n, p in sorted(artifacts.items()) if n.endswith(".ckpt")), None)
-    if chosen is None:
-        raise CheckpointError(
-            f"run {run} ({uri}) has no checkpoint artifact under checkpoints/; predict needs one (a run logs its "
-            "best checkpoint unless --tracking.log_checkpoints false)"
-        )
-    target = out_dir / run
-    target.mkdir(parents=True, exist_ok=True)
-    # Into a folder of its own, then renamed into place: ranks that torchrun or srun started download at once, and
-    # none may read a file another is still writing.
-    with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as folder:
-        downloaded = Path(client.download_artifacts(run, chosen, folder))
-        final = target / downloaded.name
-        os.replace(downloaded, final)
-    return final
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
