@@ -280,9 +280,9 @@ def test_migrate_copies_the_projects_runs_to_the_server_once(team_project, serve
         result = run_make(team_project, "mlflow-migrate", f"TO={server}", timeout=300)
         assert ("copied 1 runs" if attempt == 0 else "copied 0 runs") in result.stdout, result.stdout[-2000:]
     remote = MlflowClient(server)
-    (copy,) = remote.search_runs(
-        [remote.get_experiment_by_name("forecasting").experiment_id], "attributes.run_name = 'to-migrate'"
-    )
+    experiment = remote.get_experiment_by_name("forecasting")
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"  # the UI's training view
+    (copy,) = remote.search_runs([experiment.experiment_id], "attributes.run_name = 'to-migrate'")
     assert copy.info.status == "FINISHED" and copy.data.tags["migrated_from"] == source.info.run_id
     assert copy.data.params == source.data.params
     assert set(copy.data.metrics) == set(source.data.metrics)

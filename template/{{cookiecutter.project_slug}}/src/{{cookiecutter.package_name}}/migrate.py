@@ -18,7 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import DEFAULT_TRACKING_URI
-from .store import POSTGRES, SQLITE, TrackingUnavailable, prepare_store, project_root, redact, tracking_uri
+from .store import (
+    POSTGRES,
+    SQLITE,
+    TrackingUnavailable,
+    ensure_experiment,
+    prepare_store,
+    project_root,
+    redact,
+    tracking_uri,
+)
 
 COPIED_FROM = "migrated_from"  # tag of a copied run: the source run's id, so that a second copy skips it
 
@@ -65,8 +74,7 @@ def copy_runs(source_uri: str, target_uri: str) -> tuple[int, int, list[str]]:
         runs = list(all_runs(source, experiment.experiment_id))
         if not runs:
             continue
-        found = target.get_experiment_by_name(experiment.name)
-        experiment_id = found.experiment_id if found else target.create_experiment(experiment.name)
+        experiment_id = ensure_experiment(target, target_uri, experiment.name)
         done = {r.data.tags.get(COPIED_FROM) for r in all_runs(target, experiment_id)}
         for run in reversed(runs):  # oldest first, as they were made
             if run.info.run_id in done:

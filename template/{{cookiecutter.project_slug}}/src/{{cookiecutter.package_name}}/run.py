@@ -29,7 +29,7 @@ from .background import MetricSender
 from .checkpoints import run_id
 from .liveness import mark_dead_runs, process_tags, tracking_user
 from .outbox import Outbox
-from .store import StoreDenied, artifact_location, redact
+from .store import StoreDenied, ensure_experiment, redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
     from .tasks.base import TaskModule
 
 log = logging.getLogger(__name__)
-# MLflow 3's UI tells model trainings from GenAI experiments by this tag (3.17 also keeps a per-browser switch,
-# GenAI by default: the links this project prints carry ?workflowType=machine_learning, its training view).
-EXPERIMENT_KIND = "mlflow.experimentKind"
-EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 TRAINING_TIME = "training_time_s"  # seconds the run's commands ran, summed over resumes (`make runs` shows it)
 EPOCHS = re.compile(r" epochs=\d+$")
 
@@ -150,7 +146,7 @@ class TrackedRun(Callback):
         from mlflow.tracking.context.registry import resolve_tags
 
         client = MlflowClient(self.uri)
-        experiment_id = self._experiment_id(client)
+        experiment_id = ensure_experiment(client, self.uri, self.experiment)
         mark_dead_runs(client, experiment_id, keep=continue_run)
         logged_through: dict[str, int] = {}
         run = self._continued(client, continue_run) if continue_run is not None else None
@@ -179,25 +175,6 @@ class TrackedRun(Callback):
         if self.uri.startswith(("http://", "https://")):  # the run's page in the UI
             where = f"{where.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.id}?workflowType=machine_learning"
         print(f"MLflow run {self.id} ({'continued' if self.id == continue_run else 'new'}) in {where}")
-
-    def _experiment_id(self, client: MlflowClient) -> str:
-        from mlflow.exceptions import MlflowException
-
-        experiment = client.get_experiment_by_name(self.experiment)
-        if experiment is None:
-            try:
-                location = artifact_location(self.uri, self.experiment)
-                return client.create_experiment(self.experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
-            except MlflowException:  # another process created it first, or the server denies it
-                created = client.get_experiment_by_name(self.experiment)
-                if created is None:
-                    raise
-                return created.experiment_id
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        if EXPERIMENT_KIND not in experiment.tags:  # made by an older version of the project
-            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
-        return experiment.experiment_id
 
     def _continued(self, client: MlflowClient, run_id: str) -> Any:
         """The run to continue, or None to start a new one (``if_run_missing: new``)."""

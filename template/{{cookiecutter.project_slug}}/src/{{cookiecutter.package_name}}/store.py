@@ -13,13 +13,21 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import DEFAULT_TRACKING_URI
 from .credentials import userinfo_out
 from .tasks import TASKS
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 SQLITE = "sqlite:///"
 POSTGRES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+# MLflow 3's UI tells model trainings from GenAI experiments by this tag (3.17 also keeps a per-browser switch,
+# GenAI by default: the links this project prints carry ?workflowType=machine_learning, its training view).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 
 
 class TrackingUnavailable(RuntimeError):
@@ -62,6 +70,28 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     if uri.startswith(SQLITE):
         return (Path(uri[len(SQLITE) :]).parent / "mlartifacts" / experiment).as_uri()
     return None
+
+
+def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """The id of experiment ``name`` (a task's), made when missing (artifacts beside a SQLite store), restored when
+    deleted in the UI, and tagged as a model training's; two processes making it at once get the same one."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            location = artifact_location(uri, name)
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+        except MlflowException:  # another process created it first, or the server denies it
+            created = client.get_experiment_by_name(name)
+            if created is None:
+                raise
+            return created.experiment_id
+    if found.lifecycle_stage == "deleted":
+        client.restore_experiment(found.experiment_id)
+    if EXPERIMENT_KIND not in found.tags:  # made by an older version of the project
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, EXPERIMENT_TAGS[EXPERIMENT_KIND])
+    return found.experiment_id
 
 
 def prepare_store(uri: str, timeout_s: float = 5.0) -> None:

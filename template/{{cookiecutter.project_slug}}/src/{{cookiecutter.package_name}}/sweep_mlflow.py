@@ -60,14 +60,9 @@ class SweepRuns:
         """The parent run: the space, sampler, pruner and objective as params, the space file as an artifact."""
         from mlflow.entities import Param
 
-        from .store import artifact_location
+        from .store import ensure_experiment
 
-        experiment = self.client.get_experiment_by_name(self.task)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self.client.create_experiment(self.task, artifact_location=artifact_location(self.uri, self.task))
-        )
+        experiment_id = ensure_experiment(self.client, self.uri, self.task)
         tags = {SWEEP_TAG: self.name, "task": self.task, "command": "sweep", "sweep.storage": str(journal)}
         tags["mlflow.note.content"] = (
             f"Sweep `{self.name}` of {self.task}: {space.objective} ({space.direction}), trials as child "
