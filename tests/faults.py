@@ -124,6 +124,18 @@ class RaiseInTrial(Callback):
             raise RuntimeError(f"injected failure in trial {os.environ['SWEEP_TRIAL']}")
 
 
+class HoldTrial(Callback):
+    """The sweep trial numbered $FAULT_TRIAL creates $FAULT_FILE after its first validation, then waits to be killed:
+    a test that kills the sweep then kills it in the middle of that trial, however loaded the machine is."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if os.environ.get("SWEEP_TRIAL") != os.environ["FAULT_TRIAL"] or trainer.sanity_checking:
+            return
+        with open(os.environ["FAULT_FILE"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(600)
+
+
 class RecordTrainedValues(Callback):
     """Each rank writes what it trained with and for how long to $FAULT_RECORD.<trial>.<rank> (JSON)."""
 

@@ -171,13 +171,15 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
 def test_sigkill_mid_trial_then_rerun_ends_with_exactly_trials_finished(fproject: Path, tmp_path: Path) -> None:
     store = Store(tmp_path, "killed")
     command = sweep_command("killed", 2, space(tmp_path, epochs=3))
-    env = project_env(fproject, **store.env)
+    held = tmp_path / "trial-1-held"  # trial 1 has validated once and waits: kill the sweep in the middle of it
+    env = project_env(fproject, PYTHONPATH=FAULTS, FAULT_TRIAL="1", FAULT_FILE=str(held), **store.env)
     log = tmp_path / "first.log"
     with log.open("w") as out:
-        driver = subprocess.Popen(command, cwd=fproject, env=env, stdout=out, stderr=subprocess.STDOUT)
+        held_command = [*command, "--trainer.callbacks+=faults.HoldTrial"]
+        driver = subprocess.Popen(held_command, cwd=fproject, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            # trial 1's training has started its run: kill the sweep in the middle of it
-            wait_for(lambda: "trial 1:" in log.read_text() and len(store_runs(store)) >= 3, 400, "trial 1's run")
+            wait_for(lambda: held.exists() or driver.poll() is not None, 400, "trial 1's first validation")
+            assert driver.poll() is None, log.read_text()[-3000:]
             os.kill(driver.pid, signal.SIGKILL)
             driver.wait(timeout=30)
         finally:
@@ -205,15 +207,6 @@ def test_sigkill_mid_trial_then_rerun_ends_with_exactly_trials_finished(fproject
     statuses = {r.data.tags["sweep.trial"]: r.info.status for r in kids}
     assert statuses == {"0": "FINISHED", "1": "KILLED", "2": "FINISHED"}, statuses
     assert next(r for r in store.runs() if r.info.run_id == parent).info.status == "FINISHED"
-
-
-def store_runs(store: Store) -> list:
-    if not Path(store.uri.removeprefix("sqlite:///")).exists():
-        return []
-    try:
-        return store.runs()
-    except AssertionError:  # no experiment yet
-        return []
 
 
 def _alive(pid: int) -> bool:
