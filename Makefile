@@ -4,8 +4,9 @@ BASE_PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PYTHON := $(abspath $(VENV))/bin/python
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
-# Two pytest workers (pytest-xdist), a test file each at a time: many tests wait on subprocesses, servers and
-# installs, so two take about 70% of the time of one on a 2-core machine. PYTEST_WORKERS=0 runs in one process.
+# Two pytest workers (pytest-xdist), a test file each at a time, the longest files first (tests/conftest.py): many
+# tests wait on subprocesses, servers and installs, so two take about 70% of the time of one on a 2-core machine
+# (three took longer: 25 min 15 s). PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
@@ -53,7 +54,7 @@ demo: venv ## Bake a project with every task, train each until it beats its base
 	@echo "Browse them: make -C $(DEMO_DIR)/demo-project VENV=$(abspath $(VENV)) mlflow-ui  (docs/mlflow-run.png shows where to look)"
 
 test: venv ## Run the whole test suite (bakes projects, trains briefly, checks MLflow)
-	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests; status=$$?; \
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS) tests; status=$$?; \
 		if [ $$status -eq 5 ]; then echo "ERROR: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 test-fast: venv ## Run the tests not marked slow
