@@ -162,6 +162,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def package(project: Path):
-    """The baked project's package, importable in this process."""
+    """The baked project's package, importable in this process: the one package of that name a test imports, so
+    that whatever order the test files run in, an in-process test finds every task's code."""
     sys.path.insert(0, str(project / "src"))
-    return importlib.import_module(PACKAGE)
+    imported = importlib.import_module(PACKAGE)
+    assert Path(imported.__file__).is_relative_to(project / "src"), (
+        f"{PACKAGE} was imported from {imported.__file__} before this fixture: import it through `package`"
+    )
+    return imported

@@ -79,10 +79,9 @@ BAD_SPACES = [
 
 @pytest.mark.parametrize(("params", "names"), BAD_SPACES, ids=["path", "range", "log", "choices", "type", "kind"])
 def test_a_bad_space_is_refused_by_name(
-    fproject: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: dict, names: list[str]
+    project: Path, package, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: dict, names: list[str]
 ) -> None:
-    monkeypatch.syspath_prepend(str(fproject / "src"))
-    monkeypatch.chdir(fproject)
+    monkeypatch.chdir(project)  # the session's project, whose package this process imports (conftest.package)
     from demo_project.space import SpaceError, read_space
 
     path = tmp_path / "bad.yaml"
