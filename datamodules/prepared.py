@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ MANIFEST = "prepared.json"
 FORMAT = 2  # of the records; a change makes every older prepared folder "prepared differently"
 SPLITS = ("train", "val", "test")
 INSTALL = "LitData is not installed: pip install -e '.[prepared]'"
+# LitData starts its workers with "spawn" by default: each a fresh Python that imports torch, Lightning and this
+# project again (6-7 s of a core each, before its first item). Forked, they start with what this process imported,
+# as torch's loader workers do on Linux; elsewhere (macOS: fork is unsafe with its system libraries) LitData decides.
+START_METHOD = "fork" if sys.platform == "linux" else None
 
 
 def _litdata() -> Any:
@@ -93,6 +98,7 @@ def prepare(data: SpecDataModule, out: str | Path, workers: int | None = None) -
                 num_workers=min(workers, len(items)),
                 mode="overwrite",
                 reorder_files=False,  # keep the items' order, so a prepared split reads like the files
+                start_method=START_METHOD,
             )
     (out / f"{MANIFEST}.tmp").write_text(json.dumps(manifest, indent=1))
     (out / f"{MANIFEST}.tmp").replace(old)  # last: the folder counts as prepared only once every split is written
