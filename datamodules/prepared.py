@@ -34,7 +34,8 @@ SPLITS = ("train", "val", "test")
 INSTALL = "LitData is not installed: pip install -e '.[prepared]'"
 # LitData starts its workers with "spawn" by default: each a fresh Python that imports torch, Lightning and this
 # project again (6-7 s of a core each, before its first item). Forked, they start with what this process imported,
-# as torch's loader workers do on Linux; elsewhere (macOS: fork is unsafe with its system libraries) LitData decides.
+# as torch's loader workers do on Linux (each with one torch thread, as theirs: `OneThread`); elsewhere (macOS: fork
+# is unsafe with its system libraries) LitData decides.
 START_METHOD = "fork" if sys.platform == "linux" else None
 
 
@@ -87,7 +88,7 @@ def prepare(data: SpecDataModule, out: str | Path, workers: int | None = None) -
     old.unlink(missing_ok=True)  # a preparation stopped half-way must not pass for a finished one
     litdata = _litdata()
     workers = workers or max(1, min(8, (os.cpu_count() or 2) - 1))
-    writer = data.prepared_writer()
+    writer = OneThread(data.prepared_writer())
     for split, items in inputs.items():
         if items:
             litdata.optimize(
@@ -104,6 +105,25 @@ def prepare(data: SpecDataModule, out: str | Path, workers: int | None = None) -
     (out / f"{MANIFEST}.tmp").replace(old)  # last: the folder counts as prepared only once every split is written
     log.info("prepared %s in %s", ", ".join(f"{k} {v}" for k, v in manifest["counts"].items()), out)
     return True
+
+
+class OneThread:
+    """A preparation's writer, run with one torch thread in each worker process, as torch's own loader workers are.
+
+    A worker forked from a process whose torch ran OpenMP threads (the checks of ``setup``) would otherwise wait
+    forever on the first parallel operation (GNU OpenMP's threads do not survive a fork); and one thread per worker
+    is what a machine of ``workers`` cores has room for."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer, self.process = writer, os.getpid()
+
+    def __call__(self, item: Any) -> Any:
+        if self.process != os.getpid():
+            import torch
+
+            torch.set_num_threads(1)
+            self.process = os.getpid()
+        return self.writer(item)
 
 
 def read_manifest(location: str) -> dict[str, Any]:
