@@ -7,14 +7,15 @@ resize, or read + resample + log-mel, in one process), of our training loader fr
 DataLoader reaches handing over ready batches of the same tensors with the same settings, nothing loaded (on a
 small machine, making and mapping each batch's shared memory is what limits fast loaders). Batches are of the size
 the task's config trains with (captioning 32, transcription 8). Each figure is the best of 5 passes, the raw chain
-and the loaders taking turns pass by pass. The default run is short (a few minutes on 2 cores); the figures in the
-README come from ``--images 960 --clips 320`` (passes long enough that a pass's start, some 30 ms, does not decide
-the ratios). OMP_NUM_THREADS=1 as on a shared machine.
+and the loaders taking turns pass by pass; a loader's pass is whole epochs until it has run ``PASS_SECONDS``. The
+default run is short (a few minutes on 2 cores); the figures in the README come from ``--images 960 --clips 320``.
+OMP_NUM_THREADS=1 as on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 import tempfile
@@ -33,6 +34,10 @@ from conftest import PACKAGE, bake  # noqa: E402
 
 WORKERS = (0, 1, 2)
 ROUNDS = 5  # passes per figure, the best one counts
+# A loader's pass is whole epochs until it has run this long: a long training's steady state. An epoch's start (the
+# workers' first batches, 20-60 ms here) weighs little in a training's thousands of batches, but a prepared epoch of
+# the bench's corpus lasts 0.25-0.7 s, so in one-epoch passes it took up to a tenth of the faster loaders' time.
+PASS_SECONDS = 3.0
 
 
 def write_photos(folder: Path, count: int) -> Path:
@@ -109,7 +114,15 @@ def raw_audio(files: list[Path]) -> Callable[[], int]:
 
 
 def loader_pass(loader: Any) -> Callable[[], int]:
-    return lambda: sum(len(batch["file"]) for batch in loader)
+    """One pass of ``loader``: whole epochs until ``PASS_SECONDS`` have gone by; the items it saw."""
+
+    def epochs() -> int:
+        start, seen = time.perf_counter(), 0
+        while not seen or time.perf_counter() - start < PASS_SECONDS:
+            seen += sum(len(batch["file"]) for batch in loader)
+        return seen
+
+    return epochs
 
 
 class ReadyBatches(torch.utils.data.Dataset):
@@ -170,6 +183,11 @@ def report(name: str, raw_chain: Callable[[], int], make, prepared_dir: Path, pr
     one, two = measured["handover 1"], measured["handover 2"]
     print(f"{name}: torch's loader handing over ready batches of this shape, nothing loaded: 1 worker {one:.1f}, "
           f"2 workers {two:.1f} items/s (2 workers / 1 worker: {two / one:.2f}x for moving batches alone)")  # fmt: skip
+    # Stop the loaders' workers here, not in the next corpus's preparation: a LitData loader and its iterator refer
+    # to each other, so only a collection stops their workers (5 s each: the queues close before the iterator's
+    # stop signal goes out), and one left for later would be collected in the preparation's forked workers.
+    del passes, ready
+    gc.collect()
 
 
 def json_counts(folder: Path) -> dict[str, int]:
