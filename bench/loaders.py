@@ -8,7 +8,7 @@ DataLoader reaches handing over ready batches of the same tensors with the same 
 small machine, making and mapping each batch's shared memory is what limits fast loaders). Batches are of the size
 the task's config trains with (captioning 32, transcription 8). Each figure is the best of 5 passes, the raw chain
 and the loaders taking turns pass by pass; a loader's pass is whole epochs until it has run ``PASS_SECONDS``. The
-default run is short (a few minutes on 2 cores); the figures in the README come from ``--images 960 --clips 320``.
+default run is short (a few minutes on 2 cores); the figures in the README come from ``--images 960 --clips 960``.
 OMP_NUM_THREADS=1 as on a shared machine.
 """
 
