@@ -17,6 +17,8 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import assert_refused, mlflow_runs, run_cli, run_count, run_make
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torchmetrics.functional.text import word_error_rate
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny ops on a busy 2-core box: one thread avoids spin-waiting
@@ -411,6 +413,37 @@ def test_resampling_keeps_duration_and_pitch(audio, tmp_path, rate, channels):
     assert abs(spectrum.argmax().item() * 16000 / wave.numel() - 440) < 2
     expected = 0.75 if channels == 2 else 1.0  # stereo is averaged to mono
     assert abs(wave[2000:-2000].abs().max().item() - expected) < 0.02
+
+
+@given(
+    rates=st.sampled_from(
+        [
+            (44100, 16000),
+            (48000, 16000),
+            (22050, 16000),
+            (8000, 16000),
+            (11025, 22050),
+            (16000, 8000),
+            (32000, 24000),
+            (44100, 48000),
+            (7000, 16000),
+            (96000, 44100),
+        ]
+    ),
+    length=st.integers(1, 3000),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+def test_resampling_gives_torchaudios_samples(package, rates, length, seed):
+    """The loader's resampler computes torchaudio's sinc resampling its own faster way: the same samples, for
+    common and odd rate pairs, up and down, and lengths from one sample to a few periods."""
+    import torchaudio
+
+    decode = importlib.import_module(f"{package.__name__}.datamodules.audio.decode")
+    audio = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, length).astype("float32"))
+    ours = decode.resampler(*rates)(audio)
+    expected = torchaudio.functional.resample(audio, *rates)
+    assert ours.shape == expected.shape and torch.allclose(ours, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize(

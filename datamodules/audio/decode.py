@@ -95,10 +95,44 @@ def samples_problem(data: np.ndarray) -> str | None:
     return None
 
 
+PHASES_PER_PRODUCT = 16  # output phases that share one matrix product in ``Resampler``
+
+
+class Resampler:
+    """torchaudio's sinc resampling, with its kernel, as a few small matrix products: the same samples, 3x faster.
+
+    torchaudio convolves every output phase with a kernel as wide as the input's period (475 taps from 44.1 to
+    16 kHz) though each phase's window covers 34 of them; that made resampling a third of the loader's time from
+    44.1 kHz files. Here the input is cut into periods (a view) and each run of ``PHASES_PER_PRODUCT`` phases is
+    one product with only the taps its windows cover.
+    """
+
+    def __init__(self, orig: int, new: int) -> None:
+        reference = torchaudio.transforms.Resample(orig, new)  # its kernel, as torchaudio computes it
+        common = math.gcd(orig, new)
+        self.orig, self.new, self.width = orig // common, new // common, reference.width
+        kernel = reference.kernel[:, 0]  # (phases, taps)
+        self.taps = kernel.shape[1]
+        self.products: list[tuple[int, int, torch.Tensor]] = []
+        for first in range(0, self.new, PHASES_PER_PRODUCT):
+            rows = kernel[first : first + PHASES_PER_PRODUCT]
+            used = rows.abs().sum(0).nonzero()
+            low, high = int(used.min()), int(used.max()) + 1
+            self.products.append((low, high, rows[:, low:high].T.contiguous()))
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        """(S,) float32 -> (ceil(S * new / orig),), as ``torchaudio.functional.resample``."""
+        length = audio.shape[-1]
+        padded = torch.nn.functional.pad(audio[None], (self.width, self.width + self.orig))[0]
+        periods = padded.unfold(0, self.taps, self.orig)  # (periods, taps), a view
+        out = torch.cat([periods[:, low:high] @ weights for low, high, weights in self.products], dim=1)
+        return out.reshape(-1)[: -(-length * self.new // self.orig)]
+
+
 @functools.lru_cache(maxsize=16)
-def resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
-    """torchaudio's resample with its sinc kernel computed once per rate pair (computing it costs ~5x the filtering)."""
-    return torchaudio.transforms.Resample(orig, new)
+def resampler(orig: int, new: int) -> Resampler:
+    """The resampler of a rate pair, its kernel computed once (computing it costs ~5x the filtering)."""
+    return Resampler(orig, new)
 
 
 def read_samples(path: Path) -> tuple[np.ndarray, int]:
