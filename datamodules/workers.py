@@ -2,15 +2,18 @@
 
 Every DataLoader of the DataModules (from files and from prepared data) takes ``loader_settings``: the number of
 workers (``auto``: the cores of this process's device, minus one), kept between epochs, batches pinned where a GPU
-takes them, and each worker sending its batches by the name of their shared memory (``send_by_name``).
+takes them, and each worker sending its batches by the name of their shared memory (``send_by_name``), small
+tensors inside the message itself.
 """
 
 from __future__ import annotations
 
 import os
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import torch
+from torch.multiprocessing.reductions import reduce_tensor
 
 from .common import DataError
 
@@ -55,7 +58,38 @@ def send_by_name(worker_id: int) -> None:
     process opens to the worker for that one tensor (with an authentication handshake on both sides): three per
     captioning batch, about half of what the training process spent receiving prepared batches, and what held 2
     workers to ~1.5x one on 2 cores (~1.8x by name). By name, the training process maps the memory itself; torch's
-    ``torch_shm_manager`` removes what a killed process leaves behind. Set in the worker only: the training
-    process, its other children and DDP keep torch's default.
+    ``torch_shm_manager`` removes what a killed process leaves behind. Small tensors travel by value
+    (``reduce_small_by_value``). Set in the worker only: the training process, its other children and DDP keep
+    torch's default.
     """
     torch.multiprocessing.set_sharing_strategy("file_system")
+    ForkingPickler.register(torch.Tensor, reduce_small_by_value)
+
+
+SMALL_TENSOR_BYTES = 64 * 1024
+# what numpy holds as torch does
+BY_VALUE_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16,
+                   torch.float32, torch.float64}  # fmt: skip
+
+
+def reduce_small_by_value(tensor: torch.Tensor) -> tuple[Any, tuple[Any, ...]]:
+    """How a loader worker pickles a tensor: a small one (lengths, token ids, targets) by value, inside the message,
+    the others in shared memory, by name.
+
+    Each tensor in shared memory is a segment the worker creates and the training process maps: 0.2 ms of the
+    training process's time per tensor, measured, whatever its size. A speech batch has four tensors, three of them
+    a few bytes: by value, the training process spent 0.5-0.6 ms per batch receiving it instead of 0.7-1.0 ms.
+    """
+    if (
+        type(tensor) is torch.Tensor
+        and tensor.device.type == "cpu"
+        and tensor.layout == torch.strided
+        and not tensor.requires_grad
+        and tensor.dtype in BY_VALUE_DTYPES
+        and tensor.untyped_storage().nbytes() <= SMALL_TENSOR_BYTES
+    ):
+        try:
+            return torch.from_numpy, (tensor.numpy(),)
+        except (RuntimeError, TypeError):  # a tensor numpy cannot view (named, conjugated): as torch sends it
+            pass
+    return reduce_tensor(tensor)
