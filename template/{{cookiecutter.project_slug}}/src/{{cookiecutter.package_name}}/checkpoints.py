@@ -208,6 +208,16 @@ def job_root(root: str | Path) -> Path:
     return Path(root)
 
 
+def lightning_hpc_resume_path(trainer: Trainer) -> str | None:
+    """The ``hpc_ckpt_<n>.ckpt`` Lightning picks to resume from under SLURM, or None.
+
+    Private: Lightning picks it by its own rules, and no public API tells which; reading its choice keeps
+    ``own_hpc_checkpoint`` and Lightning in agreement. ``tests/test_lightning_internals.py`` calls this on a fresh
+    Trainer, so an upgrade of Lightning that moves the name fails there, by name, rather than in a SLURM job.
+    """
+    return trainer._checkpoint_connector._hpc_resume_path
+
+
 def own_hpc_checkpoint(trainer: Trainer) -> str | None:
     """The ``hpc_ckpt_*.ckpt`` that Lightning will resume from when fit has no ``ckpt_path`` under SLURM.
 
@@ -216,9 +226,7 @@ def own_hpc_checkpoint(trainer: Trainer) -> str | None:
     """
     if not SLURMEnvironment.detect():
         return None
-    # Private: Lightning picks the hpc_ckpt_<n>.ckpt it resumes from by its own rules, and no public API tells
-    # which; reading its choice keeps this guard and Lightning in agreement.
-    path = trainer._checkpoint_connector._hpc_resume_path
+    path = lightning_hpc_resume_path(trainer)
     if path is None:
         return None
     check_readable(path)
