@@ -79,7 +79,7 @@ def reduce_small_by_value(tensor: torch.Tensor) -> tuple[Any, tuple[Any, ...]]:
     Each tensor in shared memory is a segment the worker creates and the training process maps: 0.2 ms of the
     training process's time per tensor, measured, whatever its size. A speech batch has four tensors, three of them
     a few bytes: by value, the training process spent 0.5-0.6 ms per batch receiving it instead of 0.7-1.0 ms
-    (ready batches, nothing loaded), and 0.9-1.2 ms instead of 1.1-1.35 ms from prepared data.
+    (ready batches, nothing loaded), and 0.9-1.2 ms instead of 1.05-1.35 ms from prepared data.
     """
     if (
         type(tensor) is torch.Tensor
