@@ -520,6 +520,48 @@ def test_batches_are_grouped_by_length(audio):
     assert spread < 1.5  # random batches of 10 from U(0, 10) spread ~8 s
 
 
+class Utterances(torch.utils.data.Dataset):
+    """Items as SpeechDataset makes them: features of different lengths (one a transposed view), their text."""
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int) -> dict:
+        frames = torch.arange((index % 3 + 2) * 40 * 80, dtype=torch.float32).reshape(80, -1) + index
+        return {"features": frames.t(), "text": "ab"[: index % 2 + 1], "file": f"u{index}.flac"}
+
+
+class SaysWhereItPadded:
+    """The speech collate, and whether its padded features were in shared memory where it made them."""
+
+    def __init__(self, collate) -> None:
+        self.collate = collate
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = self.collate(rows)
+        return {**batch, "made_shared": batch["features"].is_shared()}
+
+
+def test_speech_batches_are_padded_into_shared_memory_in_a_worker(package):
+    """A loader worker pads the features straight into shared memory (nothing copies them there again on the
+    way out), with pad_sequence's values; outside a worker they are an ordinary padded batch."""
+    root = f"{package.__name__}.datamodules"
+    collate = SaysWhereItPadded(importlib.import_module(f"{root}.audio.dataset").Collate(["a", "b"]))
+    settings = importlib.import_module(f"{root}.workers").loader_settings(2)
+    items = Utterances()
+    in_process = [collate([items[i] for i in range(j, j + 3)]) for j in (0, 3)]
+    from_workers = torch.utils.data.DataLoader(items, batch_size=3, collate_fn=collate, **settings)
+    for workers, loader in (("0", in_process), ("2", from_workers)):
+        for index, batch in enumerate(loader):
+            rows = [items[i]["features"] for i in range(3 * index, 3 * index + 3)]
+            assert torch.equal(batch["features"], torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)), index
+            assert batch["feature_lengths"].tolist() == [len(r) for r in rows]
+            assert batch["made_shared"] == (workers == "2"), workers
+    waves = [torch.rand(n) for n in (5, 9, 7)]
+    batch = collate.collate([{"audio": w, "text": "a", "file": "w.flac"} for w in waves])
+    assert torch.equal(batch["audio"], torch.nn.utils.rnn.pad_sequence(waves, batch_first=True))
+
+
 def test_bad_data_through_the_cli_is_a_clear_error_not_a_traceback(project, tmp_path):
     break_empty(one_utterance(tmp_path / "data"))
     args = ("fit", "--config", "configs/transcription.yaml", "--data.path", str(tmp_path / "data"))
