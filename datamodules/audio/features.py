@@ -29,22 +29,25 @@ class FeaturePipeline(nn.Module):
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor, augment: bool = False) -> tuple[torch.Tensor, ...]:
         """(B, S) waveforms + lengths -> (B, T, n_mels) features + frame lengths."""
-        spectrum = self.mel.spectrogram(audio.float())  # complex (B, n_fft // 2 + 1, T)
-        power = (spectrum * spectrum.conj()).real  # |X|^2, one multiply
-        feats = torch.log(self.mel.mel_scale(power) + 1e-6)  # (B, n_mels, T)
+        # torch.stft computes (B, T, freq) and returns it transposed: taken back, every step below reads and writes
+        # contiguous rows and gives (B, T, n_mels) as it is, with no copy to transpose (a third of the time)
+        spectrum = self.mel.spectrogram(audio.float()).transpose(1, 2)  # complex (B, T, n_fft // 2 + 1)
+        power = spectrum.real.square() + spectrum.imag.square()  # |X|^2
+        feats = torch.log(power @ self.mel.mel_scale.fb + 1e-6)  # (B, T, n_mels)
         frames = self.frames(lengths)
-        mask = (torch.arange(feats.shape[-1], device=feats.device)[None] < frames[:, None])[:, None]  # (B, 1, T)
+        mask = (torch.arange(feats.shape[1], device=feats.device)[None] < frames[:, None])[..., None]  # (B, T, 1)
         count = frames[:, None, None].clamp(min=1)
-        mean = (feats * mask).sum(-1, keepdim=True) / count
-        std = (((feats - mean) * mask) ** 2).sum(-1, keepdim=True).div(count).sqrt().clamp(min=1e-3)
-        feats = ((feats - mean) / std) * mask  # speaker/channel normalization; padding stays 0
+        mean = (feats * mask).sum(1, keepdim=True) / count
+        centred = (feats - mean) * mask
+        std = centred.square().sum(1, keepdim=True).div(count).sqrt().clamp(min=1e-3)
+        feats = centred / std  # speaker/channel normalization; padding stays 0
         if augment and self.n_masks:
-            batch, n_bands, n_steps = feats.shape
+            batch, n_steps, n_bands = feats.shape
             widest_time = min(self.time_mask, int(n_steps * 0.2))  # as torchaudio's TimeMasking(p=0.2)
             bands = spans(batch, self.n_masks, n_bands, self.freq_mask, feats.device)
             steps = spans(batch, self.n_masks, n_steps, widest_time, feats.device)
-            feats = feats.masked_fill(bands[:, :, None] | steps[:, None, :], 0.0)
-        return feats.transpose(1, 2), frames
+            feats = feats.masked_fill(steps[:, :, None] | bands[:, None, :], 0.0)
+        return feats, frames
 
 
 def spans(batch: int, count: int, size: int, widest: int, device: torch.device) -> torch.Tensor:
