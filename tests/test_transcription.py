@@ -551,12 +551,12 @@ def test_speech_batches_are_padded_into_shared_memory_in_a_worker(package):
     items = Utterances()
     in_process = [collate([items[i] for i in range(j, j + 3)]) for j in (0, 3)]
     from_workers = torch.utils.data.DataLoader(items, batch_size=3, collate_fn=collate, **settings)
-    for workers, loader in (("0", in_process), ("2", from_workers)):
+    for in_workers, loader in ((False, in_process), (True, from_workers)):
         for index, batch in enumerate(loader):
             rows = [items[i]["features"] for i in range(3 * index, 3 * index + 3)]
             assert torch.equal(batch["features"], torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)), index
             assert batch["feature_lengths"].tolist() == [len(r) for r in rows]
-            assert batch["made_shared"] == (workers == "2"), workers
+            assert batch["made_shared"] == in_workers, in_workers
     waves = [torch.rand(n) for n in (5, 9, 7)]
     batch = collate.collate([{"audio": w, "text": "a", "file": "w.flac"} for w in waves])
     assert torch.equal(batch["audio"], torch.nn.utils.rnn.pad_sequence(waves, batch_first=True))
